@@ -1,0 +1,51 @@
+"""Network torsos shared by agents, critics and incentive functions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SQRT2 = float(np.sqrt(2.0))
+
+
+class MLP(nn.Module):
+    """ReLU MLP with orthogonal(sqrt 2) weights and zero biases (SPEC §2).
+
+    `output_scale` sets the orthogonal scale of the last layer only; a near-zero value
+    starts an output head close to 0 where a method asks for it.
+    """
+
+    hidden: Sequence[int]
+    out: int
+    output_scale: float = SQRT2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(
+                nn.Dense(width, kernel_init=nn.initializers.orthogonal(SQRT2),
+                         bias_init=nn.initializers.zeros)(x)
+            )
+        return nn.Dense(self.out, kernel_init=nn.initializers.orthogonal(self.output_scale),
+                        bias_init=nn.initializers.zeros)(x)
+
+
+def init_stacked(module: nn.Module, key: jax.Array, num: int, example: jax.Array):
+    """`num` independent initialisations of `module`, stacked on a leading axis."""
+    return jax.vmap(lambda k: module.init(k, example))(jax.random.split(key, num))
+
+
+def apply_stacked(module: nn.Module, params, x: jax.Array, axis: int = -2) -> jax.Array:
+    """Apply stacked parameters `[n, ...]` to `x` whose axis `axis` has size n: one
+    network per slice (e.g. one Q head per agent)."""
+    return jax.vmap(module.apply, in_axes=(0, axis), out_axes=axis)(params, x)
+
+
+def flatten_agents(x: jax.Array, leading: int = 0) -> jax.Array:
+    """Concatenate the agent axis (and the features behind it) into one vector:
+    `[*lead, N, ...] -> [*lead, N * prod(...)]`."""
+    return jnp.reshape(x, x.shape[: leading] + (-1,))

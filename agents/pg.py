@@ -1,0 +1,82 @@
+"""REINFORCE policy-gradient learner (SPEC §2): one plain SGD step per episode.
+
+Loss of an episode = -sum_t log pi(a_t | o_t) * weight_t - entropy_coef * sum_t H(pi(.|o_t)),
+summed over the episode's valid steps, with weight_t the discounted reward-to-go
+(default) or gamma^t * r_t (`return_mode="discounted_reward"`, as the public code).
+"""
+
+from __future__ import annotations
+
+import distrax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.base import AgentTrajectory
+from agents.networks import MLP
+from jaxsim.config import PGConfig
+
+
+@struct.dataclass
+class PGState:
+    params: dict
+    opt_state: optax.OptState
+
+
+def discounted_reward_to_go(reward: jax.Array, mask: jax.Array, gamma: float) -> jax.Array:
+    """G_t = sum_{t' >= t, valid} gamma^(t'-t) r_t' over a masked episode `f32[T]`."""
+
+    def back(carry, inputs):
+        r, m = inputs
+        g = m * (r + gamma * carry)
+        return g, g
+
+    _, returns = jax.lax.scan(back, jnp.zeros((), reward.dtype), (reward, mask), reverse=True)
+    return returns
+
+
+class PGAgent:
+    """One independent PG learner; the engine stacks N of them on an agent axis."""
+
+    def __init__(self, config: PGConfig, obs_shape: tuple[int, ...], num_actions: int):
+        self.config = config
+        self.obs_shape = tuple(obs_shape)
+        self.num_actions = num_actions
+        self.network = MLP(hidden=tuple(config.hidden), out=num_actions)
+        self.optimizer = optax.sgd(config.lr)
+
+    def init(self, key: jax.Array) -> PGState:
+        params = self.network.init(key, jnp.zeros((1, *self.obs_shape), jnp.float32))
+        return PGState(params=params, opt_state=self.optimizer.init(params))
+
+    def policy(self, params, obs: jax.Array) -> distrax.Categorical:
+        flat = obs.reshape(obs.shape[: obs.ndim - len(self.obs_shape)] + (-1,))
+        return distrax.Categorical(logits=self.network.apply(params, flat))
+
+    def act(self, params, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Sample an action `i32[]` for one observation."""
+        return self.policy(params, obs).sample(seed=key).astype(jnp.int32)
+
+    def step_weights(self, reward: jax.Array, mask: jax.Array) -> jax.Array:
+        gamma = self.config.gamma
+        if self.config.return_mode == "reward_to_go":
+            return discounted_reward_to_go(reward, mask, gamma)
+        discount = gamma ** jnp.arange(reward.shape[0], dtype=reward.dtype)
+        return mask * discount * reward
+
+    def loss(self, params, traj: AgentTrajectory) -> tuple[jax.Array, dict]:
+        dist = self.policy(params, traj.obs)
+        weights = jax.lax.stop_gradient(self.step_weights(traj.reward, traj.mask))
+        log_prob = dist.log_prob(traj.action)
+        entropy = dist.entropy()
+        pg_loss = -jnp.sum(traj.mask * log_prob * weights)
+        entropy_sum = jnp.sum(traj.mask * entropy)
+        loss = pg_loss - self.config.entropy_coef * entropy_sum
+        return loss, {"policy_loss": pg_loss, "entropy": entropy_sum / jnp.maximum(traj.mask.sum(), 1)}
+
+    def update(self, state: PGState, traj: AgentTrajectory) -> tuple[PGState, dict]:
+        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, traj)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return PGState(params=params, opt_state=opt_state), metrics

@@ -1,0 +1,37 @@
+"""Helpers every benchmark shares: confidence intervals, JSON output, run naming."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+def mean_ci95(values) -> dict[str, Any]:
+    """Mean across seeds and its two-sided 95% Student-t interval."""
+    values = np.asarray(values, np.float64).ravel()
+    mean = float(values.mean())
+    if values.size < 2:
+        return {"mean": mean, "ci95": [mean, mean], "n": int(values.size)}
+    half = float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": int(values.size)}
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=2, default=_to_builtin)
+        handle.write("\n")
+
+
+def _to_builtin(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

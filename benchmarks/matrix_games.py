@@ -1,0 +1,287 @@
+"""Iterated matrix games: IQ-Flow removes the social dilemma (paper Figs. 2-4).
+
+    python -m benchmarks.matrix_games --game all --alg both --seeds 64 --episodes 3000 \
+        --out benchmarks/results/matrix_games.json
+
+For every game and algorithm it trains all seeds in one compiled program and reports
+the cooperation rate over the last 10% of episodes, whether the incentivised one-step
+payoffs (r_env + r_inc) and IQ-Flow's Q_ind values satisfy T < R and P < S in every
+state at the end, and throughput. It draws the payoff and Q tables after 30, 210, 390,
+570 and 750 episodes and the R - T / S - P curves over training (PNG and text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import mean_ci95, write_json
+from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
+from jaxsim.config import MATRIX_GAMES, matrix_game, validate
+from jaxsim.runner import run
+from mechanism.iqflow import IQFlow
+
+SNAPSHOTS = (30, 210, 390, 570, 750)
+JOINT_ACTIONS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.int32)
+
+
+@dataclass
+class Args:
+    game: Literal["ipd", "chicken", "stag_hunt", "all"] = "all"
+    alg: Literal["iqflow", "none", "both"] = "both"
+    seeds: int = 64
+    episodes: int = 3000
+    episode_length: int = 5
+    chunk_episodes: int = 30
+    eval_period: int = 300
+    seed: int = 0
+    out: str | None = None
+    """write the figures as JSON to this file"""
+    plots: str = "benchmarks/results/matrix_games"
+    """folder for the PNG and text tables"""
+    wandb_mode: Literal["online", "offline", "disabled"] = "offline"
+    wandb_dir: str = "wandb_runs"
+    progress: bool = True
+
+
+# --- reading tables out of a trained mechanism -------------------------------------------
+
+def table_probe(mechanism: IQFlow, game: str):
+    """A jitted `state -> tables` over seeds. Every table is `[seeds, state, a0, a1,
+    player]`: the incentivised payoff r_env + r_inc, and Q_ind / Q_env of each player
+    read at its own action given the other's (the paper's Figs. 2-3)."""
+    obs = jax.vmap(state_observation)(jnp.arange(5))  # [5, 2, 5]
+    obs = jnp.repeat(obs, 4, axis=0)  # [20, 2, 5]: state-major, then joint action
+    action = jnp.tile(jnp.asarray(JOINT_ACTIONS), (5, 1))  # [20, 2]
+    payoff = jnp.asarray(PAYOFFS[game])  # [a0, a1, player]
+
+    def own_action_table(q):  # [20, player, own action] -> [5, a0, a1, player]
+        own = jnp.take_along_axis(q, action[:, :, None], axis=-1)[..., 0]
+        return own.reshape(5, 2, 2, 2)
+
+    def tables(mech_state):
+        incentive = mechanism.incentives(mech_state.eta, obs, action).reshape(5, 2, 2, 2)
+        return {
+            "payoff": payoff[None] + incentive,
+            "q_ind": own_action_table(mechanism.critic_ind.q_values(mech_state.ind.q, obs, action)),
+            "q_env": own_action_table(mechanism.critic_env.q_values(mech_state.env.q, obs, action)),
+        }
+
+    return jax.jit(jax.vmap(tables))
+
+
+def removed(gaps: np.ndarray) -> np.ndarray:
+    """True where R - T > 0 and S - P > 0 for both players: gaps `[..., player, 2]`."""
+    return np.all(gaps > 0, axis=(-1, -2))
+
+
+def dilemma_summary(final_table: np.ndarray) -> dict:
+    """Fraction of seeds whose table has T < R and P < S in every state (and per
+    state), plus each seed's tightest margin, so failures can be traced."""
+    gaps = dilemma_gaps(final_table)  # [seeds, state, player, 2]
+    per_state = removed(gaps)  # [seeds, state]
+    return {
+        "all_states": float(per_state.all(-1).mean()),
+        "per_state": {name: float(per_state[:, s].mean()) for s, name in enumerate(STATE_NAMES)},
+        "seed_min_margin": gaps.min(axis=(-1, -2, -3)).round(4).tolist(),
+    }
+
+
+# --- one game, one algorithm ---------------------------------------------------------------
+
+def run_one(args: Args, game: str, alg: str) -> dict:
+    config = make_config(args, game, alg)
+    probe = None
+    table_rows: list = []
+    if alg == "iqflow":
+        from jaxsim.train import Experiment
+
+        probe = table_probe(Experiment(config).mechanism, game)
+
+        def on_chunk(state, episode):
+            return jax.device_get(probe(state.mechanism))
+    else:
+        on_chunk = None
+
+    result = run(config, wandb_mode=args.wandb_mode, wandb_name=f"matrix-{game}-{alg}",
+                 wandb_group=f"matrix-{game}", wandb_dir=args.wandb_dir,
+                 on_chunk=on_chunk, progress=args.progress)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    coop = result.metrics["action_freq"][..., 0].mean(-1)  # [chunks, seeds]
+    last = result.episodes > 0.9 * args.episodes
+    summary = {
+        "episodes": args.episodes,
+        "seeds": args.seeds,
+        "coop_rate": mean_ci95(coop[last].mean(0)),
+        "final_eval_return": mean_ci95(result.eval_metrics["eval/return"][-1]),
+        "episodes_per_s": result.timing["episodes_per_s"],
+        "env_steps_per_s": result.timing["env_steps_per_s"],
+        "compile_s": result.timing["compile_s"],
+        "wandb_dir": result.wandb_dir,
+    }
+    if alg == "iqflow":
+        table_rows = [(episode, tables) for episode, tables in result.probes]
+    else:
+        original = np.broadcast_to(PAYOFFS[game], (args.seeds, 5, 2, 2, 2))
+        table_rows = [(episode, {"payoff": original}) for episode in result.episodes]
+    final = table_rows[-1][1]
+    payoff = dilemma_summary(final["payoff"])
+    summary["payoff_dilemma_removed"] = payoff["all_states"]
+    summary["payoff_dilemma_removed_per_state"] = payoff["per_state"]
+    summary["payoff_seed_min_margin"] = payoff["seed_min_margin"]
+    if alg == "iqflow":
+        q = dilemma_summary(final["q_ind"])
+        summary["q_dilemma_removed"] = q["all_states"]
+        summary["q_dilemma_removed_per_state"] = q["per_state"]
+        summary["q_seed_min_margin"] = q["seed_min_margin"]
+        write_tables_and_plots(args, game, table_rows, result.episodes, coop)
+    else:
+        summary["q_dilemma_removed"] = None
+    summary["coop_rate_curve"] = {"episodes": result.episodes.tolist(),
+                                  "mean": coop.mean(-1).round(4).tolist()}
+    return summary
+
+
+def make_config(args: Args, game: str, alg: str):
+    return matrix_game(
+        game, alg, episodes=args.episodes, num_seeds=args.seeds, seed=args.seed,
+        chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
+        env_params={"episode_length": args.episode_length},
+    )
+
+
+# --- figures -----------------------------------------------------------------------------
+
+def snapshot_rows(table_rows, wanted=SNAPSHOTS):
+    by_episode = dict(table_rows)
+    return [(e, by_episode[e]) for e in wanted if e in by_episode]
+
+
+def format_tables(game: str, table_rows) -> str:
+    lines = [f"# {game}: seed-mean tables, rows = player 0's action (C, D), "
+             "columns = player 1's action (C, D); each cell (player 0, player 1)"]
+    snaps = snapshot_rows(table_rows) + [table_rows[-1]]
+    for kind in ("payoff", "q_env", "q_ind"):
+        for episode, tables in snaps:
+            mean = np.asarray(tables[kind]).mean(0)
+            lines.append(f"\n## {kind} after {episode} episodes")
+            for s, name in enumerate(STATE_NAMES):
+                cells = [[f"({mean[s, a0, a1, 0]:6.2f},{mean[s, a0, a1, 1]:6.2f})"
+                          for a1 in range(2)] for a0 in range(2)]
+                lines.append(f"{name:>5}: C {'  '.join(cells[0])}")
+                lines.append(f"{'':>5}  D {'  '.join(cells[1])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables_and_plots(args: Args, game: str, table_rows, episodes, coop) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(args.plots, exist_ok=True)
+    with open(os.path.join(args.plots, f"{game}_tables.txt"), "w") as handle:
+        handle.write(format_tables(game, table_rows))
+
+    snaps = snapshot_rows(table_rows)
+    original = np.asarray(PAYOFFS[game])
+    for kind, title in (("payoff", "r_env + r_inc"), ("q_ind", "Q_ind")):
+        columns = [("original" if kind == "payoff" else "Q_env (final)",
+                    original if kind == "payoff" else
+                    np.asarray(table_rows[-1][1]["q_env"]).mean(0))]
+        columns += [(f"{e} ep", np.asarray(t[kind]).mean(0)) for e, t in snaps]
+        fig, axes = plt.subplots(5, len(columns), figsize=(2.1 * len(columns), 9.5),
+                                 squeeze=False)
+        for c, (label, table) in enumerate(columns):
+            for s, name in enumerate(STATE_NAMES):
+                cell = table if table.ndim == 3 else table[s]
+                ax = axes[s, c]
+                ax.imshow(cell[..., 0], cmap="viridis")
+                for a0 in range(2):
+                    for a1 in range(2):
+                        ax.text(a1, a0, f"{cell[a0, a1, 0]:.2f}", ha="center", va="center",
+                                color="w", fontsize=9)
+                ax.set_xticks([0, 1], ["C", "D"])
+                ax.set_yticks([0, 1], ["C", "D"])
+                if s == 0:
+                    ax.set_title(label, fontsize=9)
+                if c == 0:
+                    ax.set_ylabel(name)
+        fig.suptitle(f"{game}: player 0 {title}, seed mean ({args.seeds} seeds)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.plots, f"{game}_{kind}_tables.png"), dpi=110)
+        plt.close(fig)
+
+    # R - T and S - P over training, for the payoffs and for Q_ind (paper Fig. 4).
+    fig, axes = plt.subplots(2, 6, figsize=(20, 6.5), squeeze=False)
+    eps = np.array([e for e, _ in table_rows])
+    for row, kind in enumerate(("payoff", "q_ind")):
+        gaps = np.stack([dilemma_gaps(t[kind]) for _, t in table_rows])  # [rows, seeds, s, p, 2]
+        for s, name in enumerate(STATE_NAMES):
+            ax = axes[row, s]
+            for g, label in enumerate(("R - T", "S - P")):
+                series = gaps[:, :, s, 0, g]
+                mean = series.mean(1)
+                half = 1.96 * series.std(1) / np.sqrt(series.shape[1])
+                ax.plot(eps, mean, label=label)
+                ax.fill_between(eps, mean - half, mean + half, alpha=0.25)
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_title(f"{kind} {name} (player 0)", fontsize=9)
+            ax.set_xlabel("episode")
+        axes[row, 0].legend(fontsize=8)
+    ax = axes[0, 5]
+    ax.plot(episodes, coop.mean(-1))
+    ax.set_title("cooperation rate", fontsize=9)
+    ax.set_ylim(0, 1)
+    axes[1, 5].axis("off")
+    fig.suptitle(f"{game}: R - T and S - P over training (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.plots, f"{game}_dilemma_curves.png"), dpi=100)
+    plt.close(fig)
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+def main(args: Args) -> dict:
+    games = MATRIX_GAMES if args.game == "all" else (args.game,)
+    algs = ("iqflow", "none") if args.alg == "both" else (args.alg,)
+    for game in games:  # every config is checked before anything compiles
+        for alg in algs:
+            validate(make_config(args, game, alg))
+    results: dict = {"args": dataclasses.asdict(args), "games": {}}
+    try:
+        for game in games:
+            for alg in algs:
+                results["games"].setdefault(game, {})[alg] = run_one(args, game, alg)
+    except KeyboardInterrupt:
+        print("interrupted: writing the results of the finished runs only")
+        results["interrupted"] = True
+    write_json(args.out, results)
+    print_summary(results)
+    return results
+
+
+def print_summary(results: dict) -> None:
+    print("\ngame       alg     coop_rate [95% CI]        payoff_removed  q_removed  "
+          "episodes/s  env_steps/s  compile_s")
+    for game, algs in results["games"].items():
+        for alg, r in algs.items():
+            lo, hi = r["coop_rate"]["ci95"]
+            q = "-" if r["q_dilemma_removed"] is None else f"{r['q_dilemma_removed']:.2f}"
+            print(f"{game:<10} {alg:<7} {r['coop_rate']['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+                  f"     {r['payoff_dilemma_removed']:.2f}            {q:<9}  "
+                  f"{r['episodes_per_s']:10.1f}  {r['env_steps_per_s']:11.1f}  "
+                  f"{r['compile_s']:.1f}")
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))

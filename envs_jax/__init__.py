@@ -1,0 +1,51 @@
+"""Pure-JAX multi-agent environments behind one factory: `make(name, **params)`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from envs_jax.base import MultiAgentEnv
+from envs_jax.matrix_games import MatrixGame
+
+
+def _matrix_game(game: str) -> Callable[..., MatrixGame]:
+    def build(episode_length: int = 5) -> MatrixGame:
+        return MatrixGame(game, episode_length=episode_length)
+
+    build.__name__ = game
+    return build
+
+
+REGISTRY: dict[str, Callable[..., MultiAgentEnv]] = {
+    "ipd": _matrix_game("ipd"),
+    "chicken": _matrix_game("chicken"),
+    "stag_hunt": _matrix_game("stag_hunt"),
+}
+
+
+def env_parameters(name: str) -> dict[str, Any]:
+    """The parameters `make(name, ...)` accepts, with their defaults."""
+    _check_name(name)
+    signature = inspect.signature(REGISTRY[name])
+    return {p.name: p.default for p in signature.parameters.values()}
+
+
+def _check_name(name: str) -> None:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; valid names: {sorted(REGISTRY)}")
+
+
+def make(name: str, **params: Any) -> MultiAgentEnv:
+    """Build the environment registered as `name`; unknown names or parameters raise
+    a ValueError that lists what is valid."""
+    valid = env_parameters(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for environment {name!r}; valid: {valid}"
+        )
+    return REGISTRY[name](**params)
+
+
+__all__ = ["MultiAgentEnv", "make", "env_parameters", "REGISTRY"]

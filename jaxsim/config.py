@@ -1,0 +1,184 @@
+"""Typed, frozen configuration of an experiment, with the SPEC's presets.
+
+`validate(config)` checks everything that can be checked without compiling, so a bad
+config fails in milliseconds with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Union
+
+
+@dataclass(frozen=True)
+class PGConfig:
+    """REINFORCE agents (SPEC §2); defaults are the matrix-game column."""
+
+    hidden: tuple[int, ...] = (16, 8)
+    lr: float = 1e-3
+    entropy_coef: float = 0.05
+    gamma: float = 0.99
+    return_mode: Literal["reward_to_go", "discounted_reward"] = "reward_to_go"
+
+
+@dataclass(frozen=True)
+class NoMechanismConfig:
+    """No incentives: agents learn from the environment reward alone."""
+
+
+@dataclass(frozen=True)
+class IQFlowConfig:
+    """IQ-Flow (SPEC §3); defaults are the matrix-game column."""
+
+    incentive_hidden: tuple[int, ...] = (16, 8)
+    critic_hidden: tuple[int, ...] = (16, 8)
+    lr_incentive: float = 3e-3
+    lr_coop: float = 1e-3
+    lr_env: float = 1e-3
+    lr_ind: float = 1e-3
+    c1: float = 0.0
+    c2: float = 0.0
+    gamma: float = 0.99
+    expectile: float = 0.85
+    unroll_steps: int = 20  # K
+    batch_size: int = 64  # train batch; the validation batch has the same size
+    start_train: int = 200  # env steps in the buffer before step B runs
+    polyak: float = 0.01
+    incentive_max: float = 2.0  # r_inc = incentive_max * sigmoid(.) lies in (0, max)
+    rmsprop_decay: float = 0.9
+    rmsprop_eps: float = 1e-8
+    replay_capacity: int | None = None  # None: every transition of the run
+
+
+MechanismConfig = Union[NoMechanismConfig, IQFlowConfig]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One experiment: environment, learners, mechanism and the run's length."""
+
+    env: str = "ipd"
+    env_params: Mapping[str, Any] = field(default_factory=dict)
+    agent: PGConfig = field(default_factory=PGConfig)
+    mechanism: MechanismConfig = field(default_factory=IQFlowConfig)
+    episodes: int = 3000
+    chunk_episodes: int = 30  # episodes per compiled chunk; the host acts in between
+    eval_period: int = 300  # episodes between evaluations (a multiple of chunk_episodes)
+    eval_episodes: int = 10
+    num_seeds: int = 1
+    seed: int = 0
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _positive_int(name: str, value) -> None:
+    _require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _finite_in(name: str, value, low: float, high: float, low_open=False, high_open=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    _require(ok, f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _check_hidden(name: str, hidden) -> None:
+    _require(
+        isinstance(hidden, tuple) and all(_is_int(h) and h >= 1 for h in hidden),
+        f"{name} must be a tuple of positive layer widths, got {hidden!r}",
+    )
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ValueError on anything that cannot work, before any compilation."""
+    import envs_jax
+
+    env = envs_jax.make(config.env, **dict(config.env_params))
+    _positive_int("episodes", config.episodes)
+    _positive_int("chunk_episodes", config.chunk_episodes)
+    _positive_int("eval_period", config.eval_period)
+    _positive_int("eval_episodes", config.eval_episodes)
+    _positive_int("num_seeds", config.num_seeds)
+    _require(_is_int(config.seed) and config.seed >= 0,
+             f"seed must be an integer >= 0, got {config.seed!r}")
+    _require(config.episodes % config.chunk_episodes == 0,
+             f"episodes ({config.episodes}) must be a multiple of chunk_episodes "
+             f"({config.chunk_episodes}) so that every chunk has the same compiled shape")
+    _require(config.eval_period % config.chunk_episodes == 0,
+             f"eval_period ({config.eval_period}) must be a multiple of chunk_episodes "
+             f"({config.chunk_episodes}): evaluation runs between chunks")
+
+    agent = config.agent
+    _require(isinstance(agent, PGConfig), f"unknown agent config {type(agent).__name__}")
+    _check_hidden("agent.hidden", agent.hidden)
+    _finite_in("agent.lr", agent.lr, 0, math.inf, low_open=True)
+    _finite_in("agent.entropy_coef", agent.entropy_coef, 0, math.inf)
+    _finite_in("agent.gamma", agent.gamma, 0, 1)
+    _require(agent.return_mode in ("reward_to_go", "discounted_reward"),
+             f"agent.return_mode must be 'reward_to_go' or 'discounted_reward', "
+             f"got {agent.return_mode!r}")
+
+    mech = config.mechanism
+    if isinstance(mech, NoMechanismConfig):
+        return
+    _require(isinstance(mech, IQFlowConfig),
+             f"unknown mechanism config {type(mech).__name__}; valid: "
+             "NoMechanismConfig, IQFlowConfig")
+    _check_hidden("mechanism.incentive_hidden", mech.incentive_hidden)
+    _check_hidden("mechanism.critic_hidden", mech.critic_hidden)
+    for name in ("lr_incentive", "lr_coop", "lr_env", "lr_ind", "incentive_max"):
+        _finite_in(f"mechanism.{name}", getattr(mech, name), 0, math.inf, low_open=True)
+    for name in ("c1", "c2", "rmsprop_eps"):
+        _finite_in(f"mechanism.{name}", getattr(mech, name), 0, math.inf)
+    _finite_in("mechanism.gamma", mech.gamma, 0, 1)
+    _finite_in("mechanism.expectile", mech.expectile, 0, 1, low_open=True, high_open=True)
+    _finite_in("mechanism.polyak", mech.polyak, 0, 1, low_open=True)
+    _finite_in("mechanism.rmsprop_decay", mech.rmsprop_decay, 0, 1, high_open=True)
+    _positive_int("mechanism.unroll_steps", mech.unroll_steps)
+    _positive_int("mechanism.batch_size", mech.batch_size)
+    _positive_int("mechanism.start_train", mech.start_train)
+    capacity = replay_capacity(config, env.max_steps)
+    _require(mech.start_train >= 2 * mech.batch_size,
+             f"mechanism.start_train ({mech.start_train}) must be >= 2 * batch_size "
+             f"({2 * mech.batch_size}): step B draws that many distinct transitions")
+    _require(capacity >= mech.start_train,
+             f"the replay buffer holds {capacity} transitions, fewer than start_train "
+             f"({mech.start_train}): step B would never run; raise episodes or "
+             "replay_capacity")
+
+
+def replay_capacity(config: TrainConfig, max_steps: int) -> int:
+    mech = config.mechanism
+    if getattr(mech, "replay_capacity", None) is not None:
+        _positive_int("mechanism.replay_capacity", mech.replay_capacity)
+        return mech.replay_capacity
+    return config.episodes * max_steps
+
+
+# --- Presets: the SPEC's tables ------------------------------------------------------
+
+MATRIX_GAMES = ("ipd", "chicken", "stag_hunt")
+
+
+def matrix_game(game: str, alg: Literal["iqflow", "none"] = "iqflow", **overrides) -> TrainConfig:
+    """SPEC §1.1, §2 and the matrix column of §3: PG agents (16-8), episode length 5."""
+    if game not in MATRIX_GAMES:
+        raise ValueError(f"unknown matrix game {game!r}; valid: {list(MATRIX_GAMES)}")
+    mechanisms = {"iqflow": IQFlowConfig, "none": NoMechanismConfig}
+    if alg not in mechanisms:
+        raise ValueError(f"unknown algorithm {alg!r} for matrix games; valid: {list(mechanisms)}")
+    base = TrainConfig(env=game, agent=PGConfig(), mechanism=mechanisms[alg]())
+    return base.replace(**overrides)

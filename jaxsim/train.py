@@ -1,0 +1,148 @@
+"""The compiled training program: `make_train(config)` returns a pure `train(key)`.
+
+One episode step is the only path data takes:
+  rollout -> mechanism.update (stores the episode, learns) -> agents.update on
+  r_env + r_inc -> metrics.
+Episodes run as `lax.scan` chunks; seeds are a `vmap` axis added outside; the host
+(`jaxsim.runner`) evaluates, logs and checkpoints between chunks.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+import agents as agents_lib
+import envs_jax
+import mechanism as mechanism_lib
+from agents.base import AgentTrajectory
+from jaxsim.config import TrainConfig, replay_capacity, validate
+from jaxsim.rollout import rollout
+from jaxsim.types import Trajectory
+
+EVAL_KEY_SALT = 0x5EED
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that flows from one episode to the next, for one seed."""
+
+    agents: object  # agent train states stacked on a leading agent axis
+    mechanism: object
+    key: jax.Array
+    episode: jax.Array  # i32[] episodes completed
+
+
+def agent_view(traj: Trajectory) -> AgentTrajectory:
+    """Split an episode into each agent's own data, agent axis first. Agents learn
+    from r_env + r_inc and see nothing of the others."""
+    num_agents = traj.action.shape[1]
+    return AgentTrajectory(
+        obs=jnp.moveaxis(traj.obs, 1, 0),
+        action=traj.action.T,
+        reward=(traj.reward + traj.incentive).T,
+        mask=jnp.broadcast_to(traj.mask, (num_agents,) + traj.mask.shape),
+    )
+
+
+def episode_metrics(traj: Trajectory, num_actions: int) -> dict:
+    """Per-episode summaries; the total return counts environment rewards only."""
+    one_hot = jax.nn.one_hot(traj.action, num_actions) * traj.mask[:, None, None]  # [T, N, A]
+    steps = jnp.maximum(traj.mask.sum(), 1.0)
+    return {
+        "return": traj.reward.sum(),
+        "return_per_agent": traj.reward.sum(0),
+        "incentive_per_agent": traj.incentive.sum(0),
+        "action_freq": one_hot.sum(0) / steps,
+        "incentive_by_action_sum": (traj.incentive[:, :, None] * one_hot).sum(0),
+        "episode_length": traj.mask.sum(),
+    }
+
+
+class Experiment:
+    """The pure pieces of one experiment, built from a validated config."""
+
+    def __init__(self, config: TrainConfig):
+        validate(config)
+        self.config = config
+        self.env = envs_jax.make(config.env, **dict(config.env_params))
+        self.agent = agents_lib.make(config.agent, self.env)
+        capacity = replay_capacity(config, self.env.max_steps)
+        self.mechanism = mechanism_lib.make(config.mechanism, self.env, capacity)
+
+    def init(self, key: jax.Array) -> TrainState:
+        agents_key, mechanism_key, key = jax.random.split(key, 3)
+        agent_keys = jax.random.split(agents_key, self.env.num_agents)
+        return TrainState(
+            agents=jax.vmap(self.agent.init)(agent_keys),
+            mechanism=self.mechanism.init(mechanism_key),
+            key=key,
+            episode=jnp.zeros((), jnp.int32),
+        )
+
+    def episode_step(self, state: TrainState, _=None) -> tuple[TrainState, dict]:
+        key, rollout_key, mechanism_key = jax.random.split(state.key, 3)
+        traj = rollout(self.env, self.agent, self.mechanism, state.agents.params,
+                       state.mechanism, rollout_key)
+        mechanism_state, mechanism_metrics = self.mechanism.update(
+            state.mechanism, traj, mechanism_key)
+        agents, agent_metrics = jax.vmap(self.agent.update)(state.agents, agent_view(traj))
+        metrics = episode_metrics(traj, self.env.num_actions)
+        metrics.update(mechanism_metrics)
+        metrics.update({f"agent/{k}": v for k, v in agent_metrics.items()})
+        new_state = TrainState(agents=agents, mechanism=mechanism_state, key=key,
+                               episode=state.episode + 1)
+        return new_state, metrics
+
+    def run_chunk(self, state: TrainState) -> tuple[TrainState, dict]:
+        """`chunk_episodes` episode steps; metrics are averaged inside the chunk so
+        memory does not grow with the run's length."""
+        state, metrics = jax.lax.scan(self.episode_step, state, None,
+                                      length=self.config.chunk_episodes)
+        return state, jax.tree.map(lambda m: m.mean(0), metrics)
+
+    def evaluate(self, state: TrainState) -> dict:
+        """`eval_episodes` episodes with the current stochastic policies, no learning.
+        Its keys branch off the training key, so evaluating never changes training."""
+        eval_key = jax.random.fold_in(state.key, EVAL_KEY_SALT)
+        keys = jax.random.split(eval_key, self.config.eval_episodes)
+        play = lambda k: rollout(self.env, self.agent, self.mechanism, state.agents.params,
+                                 state.mechanism, k)
+        metrics = jax.vmap(lambda k: episode_metrics(play(k), self.env.num_actions))(keys)
+        return {"eval/" + k: v.mean(0) for k, v in metrics.items()}
+
+
+def seed_keys(config: TrainConfig) -> jax.Array:
+    """One key per seed: seed i of a run is the same whatever `num_seeds` is."""
+    base = jax.random.PRNGKey(config.seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(config.num_seeds))
+
+
+def make_train(config: TrainConfig):
+    """A pure `train(key) -> (final_state, chunk_metrics, eval_metrics)` for one seed.
+
+    chunk_metrics: each chunk's means, stacked `[num_chunks, ...]`; eval_metrics:
+    `[num_chunks, ...]`, filled after chunks that end on an `eval_period` boundary and
+    NaN elsewhere. `jax.vmap(train)(seed_keys(config))` runs every seed at once.
+    """
+    experiment = Experiment(config)
+    num_chunks = config.episodes // config.chunk_episodes
+    eval_every = config.eval_period // config.chunk_episodes
+    eval_shapes = jax.eval_shape(experiment.evaluate, jax.eval_shape(experiment.init,
+                                                                     jax.random.PRNGKey(0)))
+
+    def skip_eval(state):
+        return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), eval_shapes)
+
+    def chunk(state, index):
+        state, metrics = experiment.run_chunk(state)
+        due = (index + 1) % eval_every == 0
+        return state, (metrics, jax.lax.cond(due, experiment.evaluate, skip_eval, state))
+
+    def train(key: jax.Array):
+        state = experiment.init(key)
+        state, (metrics, evals) = jax.lax.scan(chunk, state, jnp.arange(num_chunks))
+        return state, metrics, evals
+
+    return train

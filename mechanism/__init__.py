@@ -1,0 +1,24 @@
+"""Mechanisms: who pays incentives and how they learn. `make(config, env, capacity)`."""
+
+from __future__ import annotations
+
+from jaxsim.config import IQFlowConfig, NoMechanismConfig
+from mechanism.base import Mechanism
+
+
+def make(config, env, replay_capacity: int) -> Mechanism:
+    from mechanism.iqflow import IQFlow
+    from mechanism.none import NoMechanism
+
+    if isinstance(config, NoMechanismConfig):
+        return NoMechanism(env.num_agents)
+    if isinstance(config, IQFlowConfig):
+        obs_shape = env.observation_spec.shape[1:]
+        return IQFlow(config, obs_shape, env.num_agents, env.num_actions, replay_capacity)
+    raise ValueError(
+        f"no mechanism for config type {type(config).__name__}; valid: "
+        "NoMechanismConfig, IQFlowConfig"
+    )
+
+
+__all__ = ["Mechanism", "make"]

@@ -1,0 +1,24 @@
+"""The interface every mechanism offers the engine.
+
+A mechanism is a small set of pure functions over its own state:
+`init(key) -> state`; `incentive(state, obs, action) -> f32[N]`, the reward it pays
+each agent for one step (obs: [N, *obs_shape], action: i32[N]); and
+`update(state, trajectory, key) -> (state, metrics)`, run once per episode after the
+rollout and before the agents learn. It never sees the agents' parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+
+from jaxsim.types import Trajectory
+
+
+class Mechanism(Protocol):
+    def init(self, key: jax.Array) -> Any: ...
+
+    def incentive(self, state: Any, obs: jax.Array, action: jax.Array) -> jax.Array: ...
+
+    def update(self, state: Any, traj: Trajectory, key: jax.Array) -> tuple[Any, dict]: ...

@@ -1,0 +1,3 @@
+from mechanism.iqflow.mechanism import IQFlow, IQFlowState
+
+__all__ = ["IQFlow", "IQFlowState"]

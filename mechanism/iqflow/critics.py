@@ -1,0 +1,137 @@
+"""IQL critics with one Q head per agent (SPEC §3, paper Eq. 1 and Appendix A.1).
+
+Head i of a Q critic sees every agent's observation and the other agents' actions
+(its own action slot zeroed) and outputs Q_i(s, . | a_-i) over its own actions.
+V is one network over all observations with one output per agent (or one, for the
+team critic), trained by expectile regression toward the target Q at the data action;
+Q regresses on r + gamma (1 - d) V(s') with the online V; both step from the same
+pre-step parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.networks import MLP, apply_stacked, init_stacked
+from mechanism.replay import Transition
+
+
+@struct.dataclass
+class CriticState:
+    """q, q_target: per-agent Q heads stacked on a leading agent axis; v: V network."""
+
+    q: dict
+    q_target: dict
+    v: dict
+    q_opt: optax.OptState
+    v_opt: optax.OptState
+
+
+def expectile_loss(u: jax.Array, expectile: float) -> jax.Array:
+    """mean |tau - 1(u < 0)| u^2 (Eq. 1)."""
+    weight = jnp.abs(expectile - (u < 0).astype(u.dtype))
+    return jnp.mean(weight * u**2)
+
+
+def flat_obs(obs: jax.Array) -> jax.Array:
+    """[B, N, *obs_shape] -> [B, N * prod(obs_shape)]: every agent's observation."""
+    return obs.reshape(obs.shape[0], -1)
+
+
+def joint_action_one_hot(action: jax.Array, num_actions: int) -> jax.Array:
+    """i32[B, N] -> f32[B, N * A]."""
+    one_hot = jax.nn.one_hot(action, num_actions, dtype=jnp.float32)
+    return one_hot.reshape(action.shape[0], -1)
+
+
+def head_inputs(obs: jax.Array, action: jax.Array, num_actions: int) -> jax.Array:
+    """Inputs of every agent's Q head: f32[B, N, D + N * A], own action slot zeroed."""
+    batch, num_agents = action.shape
+    one_hot = jax.nn.one_hot(action, num_actions, dtype=jnp.float32)  # [B, N, A]
+    others = 1.0 - jnp.eye(num_agents, dtype=jnp.float32)  # [head, slot]
+    masked = one_hot[:, None, :, :] * others[None, :, :, None]  # [B, head, slot, A]
+    masked = masked.reshape(batch, num_agents, num_agents * num_actions)
+    states = jnp.broadcast_to(flat_obs(obs)[:, None, :], (batch, num_agents, flat_obs(obs).shape[1]))
+    return jnp.concatenate([states, masked], axis=-1)
+
+
+def at_action(q: jax.Array, action: jax.Array) -> jax.Array:
+    """Q[B, N, A] read at action i32[B, N] -> [B, N]."""
+    return jnp.take_along_axis(q, action[..., None], axis=-1)[..., 0]
+
+
+class IQLCritic:
+    """One family of critics (Q with per-agent heads, V) and its IQL update.
+
+    `v_outputs` is N for per-agent values (V_env, V_ind) and 1 for the team value
+    V_coop, which every head of Q_coop bootstraps from.
+    """
+
+    def __init__(self, hidden: Sequence[int], num_agents: int, num_actions: int,
+                 obs_dim: int, v_outputs: int, optimizer: optax.GradientTransformation,
+                 expectile: float, gamma: float, polyak: float):
+        self.q_net = MLP(hidden=tuple(hidden), out=num_actions)
+        self.v_net = MLP(hidden=tuple(hidden), out=v_outputs)
+        self.num_agents = num_agents
+        self.num_actions = num_actions
+        self.obs_dim = obs_dim
+        self.optimizer = optimizer
+        self.expectile = expectile
+        self.gamma = gamma
+        self.polyak = polyak
+
+    def init(self, key: jax.Array) -> CriticState:
+        q_key, v_key = jax.random.split(key)
+        head_dim = self.obs_dim + self.num_agents * self.num_actions
+        q = init_stacked(self.q_net, q_key, self.num_agents, jnp.zeros((1, head_dim)))
+        v = self.v_net.init(v_key, jnp.zeros((1, self.obs_dim)))
+        return CriticState(q=q, q_target=q, v=v, q_opt=self.optimizer.init(q),
+                           v_opt=self.optimizer.init(v))
+
+    def q_values(self, q_params, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """Q_i(s, . | a_-i) for every agent: f32[B, N, A]."""
+        return apply_stacked(self.q_net, q_params, head_inputs(obs, action, self.num_actions))
+
+    def values(self, v_params, obs: jax.Array) -> jax.Array:
+        """V(s) broadcast over agents: f32[B, N]."""
+        v = self.v_net.apply(v_params, flat_obs(obs))
+        return jnp.broadcast_to(v, (obs.shape[0], self.num_agents))
+
+    def value_loss(self, v_params, q_target, batch: Transition) -> jax.Array:
+        q_data = at_action(self.q_values(q_target, batch.obs, batch.action), batch.action)
+        return expectile_loss(q_data - self.values(v_params, batch.obs), self.expectile)
+
+    def td_target(self, v_params, batch: Transition, reward: jax.Array) -> jax.Array:
+        """r + gamma (1 - d) V(s'): f32[B, N]. No gradient reaches V; the reward's own
+        gradient is kept, which is the path step B differentiates to the incentives."""
+        next_v = jax.lax.stop_gradient(self.values(v_params, batch.next_obs))
+        not_done = (1.0 - batch.done)[:, None]
+        return reward + self.gamma * not_done * next_v
+
+    def q_loss(self, q_params, batch: Transition, target: jax.Array) -> jax.Array:
+        q_data = at_action(self.q_values(q_params, batch.obs, batch.action), batch.action)
+        return jnp.mean((target - q_data) ** 2)
+
+    def update(self, state: CriticState, batch: Transition, reward: jax.Array):
+        """One IQL step of Q and V from the same pre-step parameters (V toward the
+        target Q's expectile, Q toward r + gamma V'), then the Polyak target.
+        reward: f32[B, N], held constant."""
+        v_loss, v_grad = jax.value_and_grad(self.value_loss)(state.v, state.q_target, batch)
+        target = jax.lax.stop_gradient(self.td_target(state.v, batch, reward))
+        q_loss, q_grad = jax.value_and_grad(self.q_loss)(state.q, batch, target)
+        v_updates, v_opt = self.optimizer.update(v_grad, state.v_opt, state.v)
+        q_updates, q_opt = self.optimizer.update(q_grad, state.q_opt, state.q)
+        q = optax.apply_updates(state.q, q_updates)
+        new_state = CriticState(
+            q=q,
+            q_target=optax.incremental_update(q, state.q_target, self.polyak),
+            v=optax.apply_updates(state.v, v_updates),
+            q_opt=q_opt,
+            v_opt=v_opt,
+        )
+        return new_state, {"q_loss": q_loss, "v_loss": v_loss}
