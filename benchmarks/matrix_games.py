@@ -120,6 +120,7 @@ def run_one(args: Args, game: str, alg: str) -> dict:
         "episodes": args.episodes,
         "seeds": args.seeds,
         "coop_rate": mean_ci95(coop[last].mean(0)),
+        "coop_rate_per_seed": coop[last].mean(0).round(4).tolist(),
         "final_eval_return": mean_ci95(result.eval_metrics["eval/return"][-1]),
         "episodes_per_s": result.timing["episodes_per_s"],
         "env_steps_per_s": result.timing["env_steps_per_s"],
@@ -136,6 +137,8 @@ def run_one(args: Args, game: str, alg: str) -> dict:
     summary["payoff_dilemma_removed"] = payoff["all_states"]
     summary["payoff_dilemma_removed_per_state"] = payoff["per_state"]
     summary["payoff_seed_min_margin"] = payoff["seed_min_margin"]
+    # Each seed's final tables `[seed, state, a0, a1, player]`, to trace failures.
+    summary["final_tables"] = {k: np.asarray(v).round(4).tolist() for k, v in final.items()}
     if alg == "iqflow":
         q = dilemma_summary(final["q_ind"])
         summary["q_dilemma_removed"] = q["all_states"]

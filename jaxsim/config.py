@@ -60,15 +60,21 @@ class TrainConfig:
     """One experiment: environment, learners, mechanism and the run's length."""
 
     env: str = "ipd"
-    env_params: Mapping[str, Any] = field(default_factory=dict)
+    env_params: Mapping[str, Any] | tuple = ()  # stored as sorted (name, value) pairs
     agent: PGConfig = field(default_factory=PGConfig)
     mechanism: MechanismConfig = field(default_factory=IQFlowConfig)
     episodes: int = 3000
     chunk_episodes: int = 30  # episodes per compiled chunk; the host acts in between
-    eval_period: int = 300  # episodes between evaluations (a multiple of chunk_episodes)
+    eval_period: int = 300  # episodes between evaluations (a multiple of chunk_episodes);
+    # the run's last episode is always evaluated too
     eval_episodes: int = 10
     num_seeds: int = 1
     seed: int = 0
+
+    def __post_init__(self):
+        # Pairs rather than a dict keep the config hashable (usable as a cache key).
+        if isinstance(self.env_params, Mapping):
+            object.__setattr__(self, "env_params", tuple(sorted(self.env_params.items())))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

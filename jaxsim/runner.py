@@ -98,7 +98,7 @@ def run(
             log["throughput/seed_episodes_per_s"] = per_chunk * config.num_seeds / elapsed
             log["throughput/env_steps_per_s"] = chunk_steps / elapsed
             log["throughput/compile_s"] = compile_s
-            if episode % config.eval_period == 0:
+            if episode % config.eval_period == 0 or episode == config.episodes:
                 eval_metrics = jax.device_get(evaluate(state))
                 evals.append(eval_metrics)
                 eval_at.append(episode)

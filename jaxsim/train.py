@@ -123,8 +123,8 @@ def make_train(config: TrainConfig):
     """A pure `train(key) -> (final_state, chunk_metrics, eval_metrics)` for one seed.
 
     chunk_metrics: each chunk's means, stacked `[num_chunks, ...]`; eval_metrics:
-    `[num_chunks, ...]`, filled after chunks that end on an `eval_period` boundary and
-    NaN elsewhere. `jax.vmap(train)(seed_keys(config))` runs every seed at once.
+    `[num_chunks, ...]`, filled after chunks that end on an `eval_period` boundary or
+    end the run, NaN elsewhere. `jax.vmap(train)(seed_keys(config))` runs every seed at once.
     """
     experiment = Experiment(config)
     num_chunks = config.episodes // config.chunk_episodes
@@ -137,7 +137,7 @@ def make_train(config: TrainConfig):
 
     def chunk(state, index):
         state, metrics = experiment.run_chunk(state)
-        due = (index + 1) % eval_every == 0
+        due = ((index + 1) % eval_every == 0) | (index == num_chunks - 1)
         return state, (metrics, jax.lax.cond(due, experiment.evaluate, skip_eval, state))
 
     def train(key: jax.Array):

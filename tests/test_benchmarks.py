@@ -1,0 +1,57 @@
+"""The benchmarks run end to end on a tiny budget and write what they promise."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import matrix_games, throughput
+
+
+@pytest.mark.timeout(400)
+def test_matrix_games_benchmark_writes_json_plots_and_tables(tmp_path):
+    out = tmp_path / "mg.json"
+    args = matrix_games.Args(game="ipd", alg="both", seeds=2, episodes=60, out=str(out),
+                             plots=str(tmp_path / "plots"), wandb_mode="disabled",
+                             progress=False)
+    matrix_games.main(args)
+    payload = json.loads(out.read_text())
+    iq, none = payload["games"]["ipd"]["iqflow"], payload["games"]["ipd"]["none"]
+    for result in (iq, none):
+        for key in ("coop_rate", "payoff_dilemma_removed", "payoff_dilemma_removed_per_state",
+                    "q_dilemma_removed", "episodes_per_s", "env_steps_per_s", "compile_s"):
+            assert key in result
+        assert 0.0 <= result["coop_rate"]["mean"] <= 1.0
+        assert result["coop_rate"]["ci95"][0] <= result["coop_rate"]["mean"]
+    assert none["payoff_dilemma_removed"] == 0.0  # the raw IPD is a dilemma everywhere
+    assert none["q_dilemma_removed"] is None
+    assert set(iq["q_dilemma_removed_per_state"]) == {"start", "CC", "CD", "DC", "DD"}
+    names = set(os.listdir(tmp_path / "plots"))
+    assert {"ipd_payoff_tables.png", "ipd_q_ind_tables.png", "ipd_dilemma_curves.png",
+            "ipd_tables.txt"} <= names
+    tables = (tmp_path / "plots" / "ipd_tables.txt").read_text()
+    assert "payoff after 30 episodes" in tables and "q_ind after 60 episodes" in tables
+
+
+def test_cli_rejects_bad_input_before_compiling():
+    for argv, message in ((["--seeds", "-2"], "num_seeds must be an integer >= 1"),
+                          (["--game", "go"], "invalid choice"),
+                          (["--episodes", "50"], "multiple of chunk_episodes")):
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.matrix_games", *argv,
+                               "--wandb-mode", "disabled"], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode != 0
+        assert message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.timeout(300)
+def test_throughput_benchmark_reports_ratio(tmp_path):
+    out = tmp_path / "tp.json"
+    payload = throughput.main(throughput.Args(alg="none", seeds=(1, 4), episodes=30,
+                                              out=str(out)))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["seeds"] for r in rows] == [1, 4]
+    assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["ratio_to_first"] > 0
+    assert payload["rows"][1]["episodes_per_s"] > 0
