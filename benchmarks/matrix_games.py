@@ -183,6 +183,26 @@ def format_tables(game: str, table_rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dilemma_curves(table_rows) -> dict[str, np.ndarray]:
+    """R - T and S - P of every seed over training: `[rows, seeds, state, player, 2]`."""
+    return {kind: np.stack([dilemma_gaps(t[kind]) for _, t in table_rows])
+            for kind in ("payoff", "q_ind")}
+
+
+def format_curves(game: str, episodes, curves) -> str:
+    lines = [f"# {game}: seed-mean R - T and S - P of player 0 over training; "
+             "both > 0 in a state means cooperating is greedy there"]
+    for kind, gaps in curves.items():
+        mean = gaps.mean(1)
+        header = "  ".join(f"{name + ' R-T':>9} {name + ' S-P':>9}" for name in STATE_NAMES)
+        lines += [f"\n## {kind}", f"{'episode':>7}  {header}"]
+        for row, episode in enumerate(episodes):
+            values = "  ".join(f"{mean[row, s, 0, 0]:9.3f} {mean[row, s, 0, 1]:9.3f}"
+                               for s in range(len(STATE_NAMES)))
+            lines.append(f"{episode:>7}  {values}")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables_and_plots(args: Args, game: str, table_rows, episodes, coop) -> None:
     import matplotlib
 
@@ -225,8 +245,11 @@ def write_tables_and_plots(args: Args, game: str, table_rows, episodes, coop) ->
     # R - T and S - P over training, for the payoffs and for Q_ind (paper Fig. 4).
     fig, axes = plt.subplots(2, 6, figsize=(20, 6.5), squeeze=False)
     eps = np.array([e for e, _ in table_rows])
+    curves = dilemma_curves(table_rows)
+    with open(os.path.join(args.plots, f"{game}_dilemma_curves.txt"), "w") as handle:
+        handle.write(format_curves(game, eps, curves))
     for row, kind in enumerate(("payoff", "q_ind")):
-        gaps = np.stack([dilemma_gaps(t[kind]) for _, t in table_rows])  # [rows, seeds, s, p, 2]
+        gaps = curves[kind]
         for s, name in enumerate(STATE_NAMES):
             ax = axes[row, s]
             for g, label in enumerate(("R - T", "S - P")):

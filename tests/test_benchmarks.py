@@ -30,7 +30,7 @@ def test_matrix_games_benchmark_writes_json_plots_and_tables(tmp_path):
     assert set(iq["q_dilemma_removed_per_state"]) == {"start", "CC", "CD", "DC", "DD"}
     names = set(os.listdir(tmp_path / "plots"))
     assert {"ipd_payoff_tables.png", "ipd_q_ind_tables.png", "ipd_dilemma_curves.png",
-            "ipd_tables.txt"} <= names
+            "ipd_tables.txt", "ipd_dilemma_curves.txt"} <= names
     tables = (tmp_path / "plots" / "ipd_tables.txt").read_text()
     assert "payoff after 30 episodes" in tables and "q_ind after 60 episodes" in tables
 
