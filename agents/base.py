@@ -1,6 +1,7 @@
 """What the engine hands an independent learner, and what it asks of one.
 
-An agent is a small set of pure functions over its own train state:
+An agent is a small set of pure functions over its own train state (a pytree with a
+`params` field, the part `act` needs):
 `init(key) -> state`, `act(params, obs, key) -> action`, `update(state, trajectory)
 -> (state, metrics)`. The engine stacks N states on a leading agent axis and `vmap`s
 these functions over it; a learner never sees another agent's data or parameters.

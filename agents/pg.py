@@ -73,7 +73,8 @@ class PGAgent:
         pg_loss = -jnp.sum(traj.mask * log_prob * weights)
         entropy_sum = jnp.sum(traj.mask * entropy)
         loss = pg_loss - self.config.entropy_coef * entropy_sum
-        return loss, {"policy_loss": pg_loss, "entropy": entropy_sum / jnp.maximum(traj.mask.sum(), 1)}
+        mean_entropy = entropy_sum / jnp.maximum(traj.mask.sum(), 1)
+        return loss, {"policy_loss": pg_loss, "entropy": mean_entropy}
 
     def update(self, state: PGState, traj: AgentTrajectory) -> tuple[PGState, dict]:
         grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, traj)

@@ -41,6 +41,8 @@ class Args:
     chunk_episodes: int = 30
     eval_period: int = 300
     seed: int = 0
+    lr_incentive: float | None = None
+    """override IQ-Flow's incentive learning rate (SPEC: 3e-3)"""
     out: str | None = None
     """write the figures as JSON to this file"""
     plots: str = "benchmarks/results/matrix_games"
@@ -153,11 +155,15 @@ def run_one(args: Args, game: str, alg: str) -> dict:
 
 
 def make_config(args: Args, game: str, alg: str):
-    return matrix_game(
+    config = matrix_game(
         game, alg, episodes=args.episodes, num_seeds=args.seeds, seed=args.seed,
         chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
         env_params={"episode_length": args.episode_length},
     )
+    if args.lr_incentive is not None and alg == "iqflow":
+        mechanism = dataclasses.replace(config.mechanism, lr_incentive=args.lr_incentive)
+        config = config.replace(mechanism=mechanism)
+    return config
 
 
 # --- figures -----------------------------------------------------------------------------

@@ -11,8 +11,9 @@ measured on one machine in one run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import jax
@@ -57,7 +58,7 @@ def main(args: Args) -> dict:
         row["ratio_to_first"] = row["episodes_per_s"] / base
         row["ms_per_seed_episode"] = 1000.0 / row["episodes_per_s"]
     payload = {"args": dataclasses.asdict(args), "device": str(jax.devices()[0]),
-               "machine": platform.machine(), "cpu_count": __import__("os").cpu_count(),
+               "machine": platform.machine(), "cpu_count": os.cpu_count(),
                "rows": rows}
     write_json(args.out, payload)
     print(f"\n{args.env} {args.alg} on {payload['device']} ({payload['cpu_count']} cpus)")

@@ -42,7 +42,7 @@ def test_pg_step_raises_probability_of_rewarded_action():
     assert np.isfinite(float(metrics["policy_loss"]))
     # Masked steps contribute nothing: masking all steps leaves the parameters alone.
     frozen, _ = agent.update(state, traj.replace(mask=jnp.zeros(4)))
-    for a, b in zip(jax.tree.leaves(frozen.params), jax.tree.leaves(state.params)):
+    for a, b in zip(jax.tree.leaves(frozen.params), jax.tree.leaves(state.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -86,7 +86,8 @@ def test_early_ends_are_masked_and_batched_equal_alone():
     assert set(lengths.tolist()) == {1.0, 2.0, 3.0, 4.0}
     for i, key in enumerate(keys):
         alone = jax.jit(play)(key)
-        for x, y in zip(jax.tree.leaves(alone), jax.tree.leaves(jax.tree.map(lambda z: z[i], batch))):
+        row = jax.tree.map(lambda z, i=i: z[i], batch)
+        for x, y in zip(jax.tree.leaves(alone), jax.tree.leaves(row), strict=True):
             np.testing.assert_array_equal(x, y)
         n = int(lengths[i])
         mask = np.asarray(alone.mask)

@@ -5,7 +5,6 @@ IQ-Flow episode step; the time limits make a hang in XLA fail loudly."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -49,7 +48,7 @@ def test_vmapped_seeds_equal_separate_runs():
     train = compiled_train(config)
     for i in range(config.num_seeds):
         alone = train(keys[i])
-        seed_slice = jax.tree.map(lambda x: x[i], batched)
+        seed_slice = jax.tree.map(lambda x, i=i: x[i], batched)
         # Same program per seed, batched or not: equal up to float reassociation.
         for x, y in zip(jax.tree.leaves(seed_slice), jax.tree.leaves(alone), strict=True):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=2e-6)
@@ -119,7 +118,7 @@ def test_wandb_offline_run_holds_returns_and_throughput(tmp_path):
     assert result.wandb_dir is not None and result.wandb_dir.startswith(str(tmp_path))
     rows = read_history(result.wandb_dir)
     assert [row["_step"] for row in rows] == [10, 20]
-    for row, chunk_return in zip(rows, result.metrics["return"].mean(1)):
+    for row, chunk_return in zip(rows, result.metrics["return"].mean(1), strict=True):
         np.testing.assert_allclose(row["return"], chunk_return, rtol=1e-6)
         assert row["throughput/seed_episodes_per_s"] > 0
         assert row["throughput/env_steps_per_s"] == pytest.approx(

@@ -170,12 +170,12 @@ def test_step_b_waits_for_start_train():
     early = ready_state.replace(buffer=ready_state.buffer.replace(size=jnp.asarray(11)))
     new_state, metrics = update(early, jax.random.PRNGKey(0))
     assert float(metrics["meta/active"]) == 0.0
-    for a, b in zip(jax.tree.leaves(new_state.eta), jax.tree.leaves(early.eta)):
+    for a, b in zip(jax.tree.leaves(new_state.eta), jax.tree.leaves(early.eta), strict=True):
         np.testing.assert_array_equal(a, b)
     new_state, metrics = update(ready_state, jax.random.PRNGKey(0))
     assert float(metrics["meta/active"]) == 1.0
     changed = [not np.array_equal(a, b) for a, b in
-               zip(jax.tree.leaves(new_state.eta), jax.tree.leaves(ready_state.eta))]
+               zip(jax.tree.leaves(new_state.eta), jax.tree.leaves(ready_state.eta), strict=True)]
     assert any(changed)
 
 

@@ -65,9 +65,9 @@ def test_specs_validate_under_jit_and_vmap(game):
 
     firsts, steps = jax.vmap(play)(jax.random.split(jax.random.PRNGKey(0), 4), actions)
     for seed in range(4):
-        _validate(env, jax.tree.map(lambda x: x[seed], firsts))
+        _validate(env, jax.tree.map(lambda x, i=seed: x[i], firsts))
         for t in range(env.episode_length):
-            _validate(env, jax.tree.map(lambda x: x[seed, t], steps))
+            _validate(env, jax.tree.map(lambda x, i=seed, j=t: x[i, j], steps))
     _validate(env, jax.jit(env.step)(env.reset(jax.random.PRNGKey(2))[0], actions[0, 0])[1])
 
 

@@ -56,7 +56,8 @@ def head_inputs(obs: jax.Array, action: jax.Array, num_actions: int) -> jax.Arra
     others = 1.0 - jnp.eye(num_agents, dtype=jnp.float32)  # [head, slot]
     masked = one_hot[:, None, :, :] * others[None, :, :, None]  # [B, head, slot, A]
     masked = masked.reshape(batch, num_agents, num_agents * num_actions)
-    states = jnp.broadcast_to(flat_obs(obs)[:, None, :], (batch, num_agents, flat_obs(obs).shape[1]))
+    state = flat_obs(obs)
+    states = jnp.broadcast_to(state[:, None, :], (batch, num_agents, state.shape[1]))
     return jnp.concatenate([states, masked], axis=-1)
 
 

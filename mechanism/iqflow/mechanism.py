@@ -4,8 +4,9 @@ Per episode, after the episode's transitions enter the replay buffer:
   A. one IQL step of Q/V coop, env and ind on a batch of 64 (incentives recomputed
      with the current eta, held constant), then the targets' Polyak update;
   B. once the buffer holds `start_train` steps, 2 x 64 distinct transitions: K
-     unrolled RMSprop steps (each from the critic optimiser's current statistics) of Q_ind on the first half, the masked meta-loss on the
-     second, and one RMSprop step of eta through the unroll.
+     unrolled RMSprop steps of Q_ind (each from the critic optimiser's current
+     statistics) on the first half, the masked meta-loss on the second, and one
+     RMSprop step of eta through the unroll.
 """
 
 from __future__ import annotations
