@@ -6,6 +6,7 @@ import inspect
 from typing import Any, Callable
 
 from envs_jax.base import MultiAgentEnv
+from envs_jax.escape_room import EscapeRoom
 from envs_jax.matrix_games import MatrixGame
 
 
@@ -21,6 +22,7 @@ REGISTRY: dict[str, Callable[..., MultiAgentEnv]] = {
     "ipd": _matrix_game("ipd"),
     "chicken": _matrix_game("chicken"),
     "stag_hunt": _matrix_game("stag_hunt"),
+    "escape_room": EscapeRoom,
 }
 
 

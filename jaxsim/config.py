@@ -188,3 +188,28 @@ def matrix_game(game: str, alg: Literal["iqflow", "none"] = "iqflow", **override
         raise ValueError(f"unknown algorithm {alg!r} for matrix games; valid: {list(mechanisms)}")
     base = TrainConfig(env=game, agent=PGConfig(), mechanism=mechanisms[alg]())
     return base.replace(**overrides)
+
+
+def escape_room(n_agents: int = 5, n_required: int = 2,
+                alg: Literal["iqflow", "none"] = "iqflow", **overrides) -> TrainConfig:
+    """SPEC §1.2, §2 and the ER column of §3: PG agents (64-64, lr 9.56e-5, entropy
+    0.0166); IQ-Flow with a 64-32 incentive net, 64-64 critics, c1 = 0.5, c2 = 5e-3.
+    25,000 episodes for ER(5, 2), 20,000 for ER(10, 5)."""
+    mechanisms = {
+        "iqflow": IQFlowConfig(incentive_hidden=(64, 32), critic_hidden=(64, 64),
+                               lr_incentive=1e-3, lr_coop=1e-3, lr_env=1e-3, lr_ind=1e-3,
+                               c1=0.5, c2=5e-3, start_train=300),
+        "none": NoMechanismConfig(),
+    }
+    if alg not in mechanisms:
+        raise ValueError(f"unknown algorithm {alg!r} for Escape Room; valid: {list(mechanisms)}")
+    base = TrainConfig(
+        env="escape_room",
+        env_params={"n_agents": n_agents, "n_required": n_required},
+        agent=PGConfig(hidden=(64, 64), lr=9.56e-5, entropy_coef=0.0166),
+        mechanism=mechanisms[alg],
+        episodes=25000 if (n_agents, n_required) == (5, 2) else 20000,
+        chunk_episodes=250,
+        eval_period=500,
+    )
+    return base.replace(**overrides)
