@@ -67,7 +67,9 @@ class PGAgent:
 
     def loss(self, params, traj: AgentTrajectory) -> tuple[jax.Array, dict]:
         dist = self.policy(params, traj.obs)
-        weights = jax.lax.stop_gradient(self.step_weights(traj.reward, traj.mask))
+        # No stop_gradient: the weights do not depend on the parameters, and the ID
+        # baseline differentiates this loss with respect to the rewards' incentives.
+        weights = self.step_weights(traj.reward, traj.mask)
         log_prob = dist.log_prob(traj.action)
         entropy = dist.entropy()
         pg_loss = -jnp.sum(traj.mask * log_prob * weights)

@@ -52,7 +52,20 @@ class IQFlowConfig:
     replay_capacity: int | None = None  # None: every transition of the run
 
 
-MechanismConfig = Union[NoMechanismConfig, IQFlowConfig]
+@dataclass(frozen=True)
+class IDConfig:
+    """The ID baseline (SPEC §4): an on-policy meta-gradient through each agent's own
+    last SGD step. Defaults are the Escape Room values."""
+
+    incentive_hidden: tuple[int, ...] = (64, 32)
+    lr_meta: float = 7.93e-4  # Adam on the outer (team-return) loss
+    lr_cost: float = 6.03e-5  # a separate Adam on the incentive cost
+    gamma: float = 0.99
+    incentive_max: float = 2.0  # r_inc = incentive_max * |tanh(.)|
+    output_scale: float = 0.01  # orthogonal scale of the last layer: starts near zero
+
+
+MechanismConfig = Union[NoMechanismConfig, IQFlowConfig, IDConfig]
 
 
 @dataclass(frozen=True)
@@ -140,9 +153,16 @@ def validate(config: TrainConfig) -> None:
     mech = config.mechanism
     if isinstance(mech, NoMechanismConfig):
         return
+    if isinstance(mech, IDConfig):
+        _check_hidden("mechanism.incentive_hidden", mech.incentive_hidden)
+        for name in ("lr_meta", "incentive_max", "output_scale"):
+            _finite_in(f"mechanism.{name}", getattr(mech, name), 0, math.inf, low_open=True)
+        _finite_in("mechanism.lr_cost", mech.lr_cost, 0, math.inf)
+        _finite_in("mechanism.gamma", mech.gamma, 0, 1)
+        return
     _require(isinstance(mech, IQFlowConfig),
              f"unknown mechanism config {type(mech).__name__}; valid: "
-             "NoMechanismConfig, IQFlowConfig")
+             "NoMechanismConfig, IQFlowConfig, IDConfig")
     _check_hidden("mechanism.incentive_hidden", mech.incentive_hidden)
     _check_hidden("mechanism.critic_hidden", mech.critic_hidden)
     for name in ("lr_incentive", "lr_coop", "lr_env", "lr_ind", "incentive_max"):
@@ -191,7 +211,7 @@ def matrix_game(game: str, alg: Literal["iqflow", "none"] = "iqflow", **override
 
 
 def escape_room(n_agents: int = 5, n_required: int = 2,
-                alg: Literal["iqflow", "none"] = "iqflow", **overrides) -> TrainConfig:
+                alg: Literal["iqflow", "id", "none"] = "iqflow", **overrides) -> TrainConfig:
     """SPEC §1.2, §2 and the ER column of §3: PG agents (64-64, lr 9.56e-5, entropy
     0.0166); IQ-Flow with a 64-32 incentive net, 64-64 critics, c1 = 0.5, c2 = 5e-3.
     25,000 episodes for ER(5, 2), 20,000 for ER(10, 5)."""
@@ -199,6 +219,7 @@ def escape_room(n_agents: int = 5, n_required: int = 2,
         "iqflow": IQFlowConfig(incentive_hidden=(64, 32), critic_hidden=(64, 64),
                                lr_incentive=1e-3, lr_coop=1e-3, lr_env=1e-3, lr_ind=1e-3,
                                c1=0.5, c2=5e-3, start_train=300),
+        "id": IDConfig(),
         "none": NoMechanismConfig(),
     }
     if alg not in mechanisms:

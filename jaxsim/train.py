@@ -16,10 +16,9 @@ from flax import struct
 import agents as agents_lib
 import envs_jax
 import mechanism as mechanism_lib
-from agents.base import AgentTrajectory
 from jaxsim.config import TrainConfig, replay_capacity, validate
 from jaxsim.rollout import rollout
-from jaxsim.types import Trajectory
+from jaxsim.types import Trajectory, agent_view
 
 EVAL_KEY_SALT = 0x5EED
 
@@ -32,18 +31,6 @@ class TrainState:
     mechanism: object
     key: jax.Array
     episode: jax.Array  # i32[] episodes completed
-
-
-def agent_view(traj: Trajectory) -> AgentTrajectory:
-    """Split an episode into each agent's own data, agent axis first. Agents learn
-    from r_env + r_inc and see nothing of the others."""
-    num_agents = traj.action.shape[1]
-    return AgentTrajectory(
-        obs=jnp.moveaxis(traj.obs, 1, 0),
-        action=traj.action.T,
-        reward=(traj.reward + traj.incentive).T,
-        mask=jnp.broadcast_to(traj.mask, (num_agents,) + traj.mask.shape),
-    )
 
 
 def episode_metrics(traj: Trajectory, num_actions: int) -> dict:
@@ -69,7 +56,7 @@ class Experiment:
         self.env = envs_jax.make(config.env, **dict(config.env_params))
         self.agent = agents_lib.make(config.agent, self.env)
         capacity = replay_capacity(config, self.env.max_steps)
-        self.mechanism = mechanism_lib.make(config.mechanism, self.env, capacity)
+        self.mechanism = mechanism_lib.make(config.mechanism, self.env, capacity, self.agent)
 
     def init(self, key: jax.Array) -> TrainState:
         agents_key, mechanism_key, key = jax.random.split(key, 3)
@@ -85,8 +72,10 @@ class Experiment:
         key, rollout_key, mechanism_key = jax.random.split(state.key, 3)
         traj = rollout(self.env, self.agent, self.mechanism, state.agents.params,
                        state.mechanism, rollout_key)
+        reads_agents = {"agent_params": state.agents.params} if getattr(
+            self.mechanism, "reads_agents", False) else {}  # ID only, by declaration
         mechanism_state, mechanism_metrics = self.mechanism.update(
-            state.mechanism, traj, mechanism_key)
+            state.mechanism, traj, mechanism_key, **reads_agents)
         agents, agent_metrics = jax.vmap(self.agent.update)(state.agents, agent_view(traj))
         metrics = episode_metrics(traj, self.env.num_actions)
         metrics.update(mechanism_metrics)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import struct
+
+from agents.base import AgentTrajectory
 
 
 @struct.dataclass
@@ -23,3 +26,15 @@ class Trajectory:
     next_obs: jax.Array
     done: jax.Array
     mask: jax.Array
+
+
+def agent_view(traj: Trajectory) -> AgentTrajectory:
+    """Split an episode into each agent's own data, agent axis first. Agents learn
+    from r_env + r_inc and see nothing of the others."""
+    num_agents = traj.action.shape[1]
+    return AgentTrajectory(
+        obs=jnp.moveaxis(traj.obs, 1, 0),
+        action=traj.action.T,
+        reward=(traj.reward + traj.incentive).T,
+        mask=jnp.broadcast_to(traj.mask, (num_agents,) + traj.mask.shape),
+    )

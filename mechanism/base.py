@@ -4,7 +4,10 @@ A mechanism is a small set of pure functions over its own state:
 `init(key) -> state`; `incentive(state, obs, action) -> f32[N]`, the reward it pays
 each agent for one step (obs: [N, *obs_shape], action: i32[N]); and
 `update(state, trajectory, key) -> (state, metrics)`, run once per episode after the
-rollout and before the agents learn. It never sees the agents' parameters.
+rollout and before the agents learn. It never sees the agents' parameters, with one
+declared exception: a mechanism whose class sets `reads_agents = True` (the ID
+baseline) is built with the agent object and its `update` is also given
+`agent_params`, the parameters that generated the trajectory.
 """
 
 from __future__ import annotations

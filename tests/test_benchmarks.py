@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks import matrix_games, throughput
@@ -55,3 +56,26 @@ def test_throughput_benchmark_reports_ratio(tmp_path):
     assert [r["seeds"] for r in rows] == [1, 4]
     assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["ratio_to_first"] > 0
     assert payload["rows"][1]["episodes_per_s"] > 0
+
+
+@pytest.mark.timeout(400)
+def test_escape_room_benchmark_writes_curves_for_every_algorithm(tmp_path):
+    from benchmarks import escape_room
+
+    out = tmp_path / "er.json"
+    args = escape_room.Args(n=3, m=1, alg="all", seeds=2, episodes=100, chunk_episodes=50,
+                            eval_period=50, out=str(out), plots=str(tmp_path / "plots"),
+                            wandb_mode="disabled", progress=False)
+    escape_room.main(args)
+    payload = json.loads(out.read_text())
+    assert payload["optimum"] == 19
+    for alg in ("iqflow", "id", "pg"):
+        r = payload["algorithms"][alg]
+        assert r["eval_episodes"] == [50, 100]
+        assert len(r["eval_return_mean"]) == 2 and len(r["eval_return_ci95"]) == 2
+        for key in ("final_return_mean", "first_episode_at_or_above", "episodes_per_s",
+                    "compile_s", "incentive_by_action"):
+            assert key in r
+        assert r["threshold"] == 18
+    assert np.all(np.nan_to_num(payload["algorithms"]["pg"]["incentive_by_action"]) == 0)
+    assert {"er_3_1_returns.png", "er_3_1_incentives.png"} <= set(os.listdir(tmp_path / "plots"))
