@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
+
+
+@dataclass
+class RunArgs:
+    """Flags every learning benchmark shares."""
+
+    seeds: int = 64
+    seed: int = 0
+    out: str | None = None
+    """write the figures as JSON to this file"""
+    wandb_mode: Literal["online", "offline", "disabled"] = "offline"
+    wandb_dir: str = "wandb_runs"
+    progress: bool = True
 
 
 def mean_ci95(values) -> dict[str, Any]:

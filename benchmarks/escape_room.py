@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import mean_ci95, write_json
+from benchmarks.common import RunArgs, mean_ci95, write_json
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room, validate
 from jaxsim.runner import run
@@ -29,21 +29,15 @@ ALGORITHMS = {"iqflow": "iqflow", "id": "id", "pg": "none"}
 
 
 @dataclass
-class Args:
+class Args(RunArgs):
     n: int = 5
     m: int = 2
     alg: Literal["iqflow", "id", "pg", "all"] = "all"
-    seeds: int = 64
     episodes: int | None = None
     """default: the SPEC's 25,000 for ER(5,2), 20,000 otherwise"""
     chunk_episodes: int = 250
     eval_period: int = 500
-    seed: int = 0
-    out: str | None = None
     plots: str = "benchmarks/results/escape_room"
-    wandb_mode: Literal["online", "offline", "disabled"] = "offline"
-    wandb_dir: str = "wandb_runs"
-    progress: bool = True
 
 
 def make_config(args: Args, alg: str):

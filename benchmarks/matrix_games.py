@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import mean_ci95, write_json
+from benchmarks.common import RunArgs, mean_ci95, write_json
 from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
 from jaxsim.config import MATRIX_GAMES, matrix_game, validate
 from jaxsim.runner import run
@@ -32,24 +32,17 @@ JOINT_ACTIONS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.int32)
 
 
 @dataclass
-class Args:
+class Args(RunArgs):
     game: Literal["ipd", "chicken", "stag_hunt", "all"] = "all"
     alg: Literal["iqflow", "none", "both"] = "both"
-    seeds: int = 64
     episodes: int = 3000
     episode_length: int = 5
     chunk_episodes: int = 30
     eval_period: int = 300
-    seed: int = 0
     lr_incentive: float | None = None
     """override IQ-Flow's incentive learning rate (SPEC: 3e-3)"""
-    out: str | None = None
-    """write the figures as JSON to this file"""
     plots: str = "benchmarks/results/matrix_games"
     """folder for the PNG and text tables"""
-    wandb_mode: Literal["online", "offline", "disabled"] = "offline"
-    wandb_dir: str = "wandb_runs"
-    progress: bool = True
 
 
 # --- reading tables out of a trained mechanism -------------------------------------------

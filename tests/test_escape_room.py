@@ -7,6 +7,7 @@ import pytest
 from jumanji.types import StepType
 
 import envs_jax
+from tests.env_checks import check_specs_under_jit_and_vmap
 from envs_jax.escape_room import optimal_joint_action
 
 
@@ -73,22 +74,8 @@ def test_observation_is_own_position_then_others_in_id_order():
 
 
 def test_specs_validate_under_jit_and_vmap():
-    env = envs_jax.make("escape_room", n_agents=5, n_required=2)
-    actions = jax.random.randint(jax.random.PRNGKey(0), (8, 5, 5), 0, 3).astype(jnp.int32)
-
-    @jax.jit
-    def episode(key, acts):
-        state, first = env.reset(key)
-        return first, jax.lax.scan(lambda s, a: env.step(s, a), state, acts)[1]
-
-    firsts, steps = jax.vmap(episode)(jax.random.split(jax.random.PRNGKey(1), 8), actions)
-    for i in range(8):
-        for ts in [jax.tree.map(lambda x, i=i: x[i], firsts)] + [
-                jax.tree.map(lambda x, i=i, t=t: x[i, t], steps) for t in range(5)]:
-            env.observation_spec.validate(ts.observation)
-            env.reward_spec.validate(ts.reward)
-            env.discount_spec.validate(ts.discount)
-            env.action_spec.validate(actions[i, 0])
+    check_specs_under_jit_and_vmap(envs_jax.make("escape_room", n_agents=5, n_required=2), 8)
+    check_specs_under_jit_and_vmap(envs_jax.make("escape_room", n_agents=10, n_required=5), 2)
 
 
 def test_bad_parameters_raise():

@@ -7,6 +7,7 @@ import pytest
 from jumanji.types import StepType
 
 import envs_jax
+from tests.env_checks import check_specs_under_jit_and_vmap
 from envs_jax.matrix_games import dilemma_gaps, is_social_dilemma
 
 # Hand-copied from SPEC §1.1: (a0, a1) -> (r0, r1).
@@ -44,31 +45,10 @@ def test_episode_ends_after_its_length_with_zero_discount():
     assert discounts == [[1, 1], [1, 1], [0, 0]]
 
 
-def _validate(env, ts):
-    env.observation_spec.validate(ts.observation)
-    env.reward_spec.validate(ts.reward)
-    env.discount_spec.validate(ts.discount)
-
-
 @pytest.mark.parametrize("game", sorted(EXPECTED))
 def test_specs_validate_under_jit_and_vmap(game):
-    """Every timestep produced by jitted and vmapped reset/step conforms to the specs
-    (shapes, dtypes and bounds, checked on the concrete outputs)."""
-    env = envs_jax.make(game)
-    actions = jax.random.randint(jax.random.PRNGKey(1), (4, 6, 2), 0, 2).astype(jnp.int32)
-    env.action_spec.validate(actions[0, 0])
-
-    @jax.jit
-    def play(key, acts):
-        state, first = env.reset(key)
-        return first, jax.lax.scan(lambda s, a: env.step(s, a), state, acts)[1]
-
-    firsts, steps = jax.vmap(play)(jax.random.split(jax.random.PRNGKey(0), 4), actions)
-    for seed in range(4):
-        _validate(env, jax.tree.map(lambda x, i=seed: x[i], firsts))
-        for t in range(env.episode_length):
-            _validate(env, jax.tree.map(lambda x, i=seed, j=t: x[i, j], steps))
-    _validate(env, jax.jit(env.step)(env.reset(jax.random.PRNGKey(2))[0], actions[0, 0])[1])
+    check_specs_under_jit_and_vmap(envs_jax.make(game))
+    check_specs_under_jit_and_vmap(envs_jax.make(game, episode_length=20), num_envs=2)
 
 
 def test_social_dilemma_gaps():
