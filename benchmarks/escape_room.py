@@ -37,7 +37,7 @@ class Args(RunArgs):
     """default: the SPEC's 25,000 for ER(5,2), 20,000 otherwise"""
     chunk_episodes: int = 250
     eval_period: int = 500
-    plots: str = "benchmarks/results/escape_room"
+    plots: str = "runs/escape_room"
 
 
 def make_config(args: Args, alg: str):

@@ -41,8 +41,8 @@ class Args(RunArgs):
     eval_period: int = 300
     lr_incentive: float | None = None
     """override IQ-Flow's incentive learning rate (SPEC: 3e-3)"""
-    plots: str = "benchmarks/results/matrix_games"
-    """folder for the PNG and text tables"""
+    plots: str = "runs/matrix_games"
+    """folder for the PNG and text tables (the committed results live in benchmarks/results)"""
 
 
 # --- reading tables out of a trained mechanism -------------------------------------------
