@@ -45,7 +45,18 @@ def apply_stacked(module: nn.Module, params, x: jax.Array, axis: int = -2) -> ja
     return jax.vmap(module.apply, in_axes=(0, axis), out_axes=axis)(params, x)
 
 
-def flatten_agents(x: jax.Array, leading: int = 0) -> jax.Array:
-    """Concatenate the agent axis (and the features behind it) into one vector:
-    `[*lead, N, ...] -> [*lead, N * prod(...)]`."""
-    return jnp.reshape(x, x.shape[: leading] + (-1,))
+def flat_obs(obs: jax.Array) -> jax.Array:
+    """[B, N, *obs_shape] -> [B, N * prod(obs_shape)]: every agent's observation."""
+    return obs.reshape(obs.shape[0], -1)
+
+
+def joint_action_one_hot(action: jax.Array, num_actions: int) -> jax.Array:
+    """i32[B, N] -> f32[B, N * A]."""
+    one_hot = jax.nn.one_hot(action, num_actions, dtype=jnp.float32)
+    return one_hot.reshape(action.shape[0], -1)
+
+
+def incentive_inputs(obs: jax.Array, action: jax.Array, num_actions: int) -> jax.Array:
+    """What an incentive function sees: every observation and the joint action
+    one-hot, own action included. obs [B, N, *obs_shape], action i32[B, N]."""
+    return jnp.concatenate([flat_obs(obs), joint_action_one_hot(action, num_actions)], -1)

@@ -15,11 +15,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import MLP
+from agents.networks import MLP, incentive_inputs
 from agents.pg import discounted_reward_to_go
 from jaxsim.config import IDConfig
 from jaxsim.types import Trajectory, agent_view
-from mechanism.iqflow.critics import flat_obs, joint_action_one_hot
 
 
 @struct.dataclass
@@ -50,15 +49,13 @@ class IncentiveDesigner:
         self.obs_shape = tuple(env.observation_spec.shape[1:])
         self.eta_net = MLP(hidden=tuple(config.incentive_hidden), out=env.num_agents,
                            output_scale=config.output_scale)
-        obs_dim = env.num_agents * int(jnp.prod(jnp.array(self.obs_shape)))
-        self.eta_input_dim = obs_dim + env.num_agents * env.num_actions
         self.meta_optimizer = optax.adam(config.lr_meta)
         self.cost_optimizer = optax.adam(config.lr_cost)
 
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
         """obs [B, N, *obs_shape], action i32[B, N] -> f32[B, N] in [0, incentive_max);
         the same function in the rollout and inside the differentiated update."""
-        x = jnp.concatenate([flat_obs(obs), joint_action_one_hot(action, self.num_actions)], -1)
+        x = incentive_inputs(obs, action, self.num_actions)
         return self.config.incentive_max * jnp.abs(jnp.tanh(self.eta_net.apply(eta, x)))
 
     def incentive(self, state: IDState, obs: jax.Array, action: jax.Array) -> jax.Array:
@@ -66,7 +63,10 @@ class IncentiveDesigner:
 
     def init(self, key: jax.Array) -> IDState:
         eta_key, agent_key = jax.random.split(key)
-        eta = self.eta_net.init(eta_key, jnp.zeros((1, self.eta_input_dim)))
+        example_obs = jnp.zeros((1, self.num_agents, *self.obs_shape))
+        example_action = jnp.zeros((1, self.num_agents), jnp.int32)
+        eta = self.eta_net.init(
+            eta_key, incentive_inputs(example_obs, example_action, self.num_actions))
         agent_keys = jax.random.split(agent_key, self.num_agents)
         params = jax.vmap(self.agent.init)(agent_keys).params
         steps, n = self.env.max_steps, self.num_agents

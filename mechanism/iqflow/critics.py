@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import MLP, apply_stacked, init_stacked
+from agents.networks import MLP, apply_stacked, flat_obs, init_stacked
 from mechanism.replay import Transition
 
 
@@ -36,17 +36,6 @@ def expectile_loss(u: jax.Array, expectile: float) -> jax.Array:
     """mean |tau - 1(u < 0)| u^2 (Eq. 1)."""
     weight = jnp.abs(expectile - (u < 0).astype(u.dtype))
     return jnp.mean(weight * u**2)
-
-
-def flat_obs(obs: jax.Array) -> jax.Array:
-    """[B, N, *obs_shape] -> [B, N * prod(obs_shape)]: every agent's observation."""
-    return obs.reshape(obs.shape[0], -1)
-
-
-def joint_action_one_hot(action: jax.Array, num_actions: int) -> jax.Array:
-    """i32[B, N] -> f32[B, N * A]."""
-    one_hot = jax.nn.one_hot(action, num_actions, dtype=jnp.float32)
-    return one_hot.reshape(action.shape[0], -1)
 
 
 def head_inputs(obs: jax.Array, action: jax.Array, num_actions: int) -> jax.Array:

@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import MLP
+from agents.networks import MLP, incentive_inputs
 from jaxsim.config import IQFlowConfig
 from jaxsim.types import Trajectory
 from mechanism import replay
-from mechanism.iqflow.critics import CriticState, IQLCritic, flat_obs, joint_action_one_hot
+from mechanism.iqflow.critics import CriticState, IQLCritic
 from mechanism.iqflow.meta import meta_objective
 
 
@@ -44,7 +44,6 @@ class IQFlow:
         self.capacity = capacity
         obs_dim = num_agents * int(jnp.prod(jnp.array(obs_shape)))
         self.eta_net = MLP(hidden=tuple(config.incentive_hidden), out=num_agents)
-        self.eta_input_dim = obs_dim + num_agents * num_actions
 
         def rmsprop(lr):
             return optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
@@ -63,7 +62,7 @@ class IQFlow:
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
         """r_inc for a batch: obs [B, N, *obs_shape], action i32[B, N] -> f32[B, N] in
         (0, incentive_max). Input: every observation and the joint action one-hot."""
-        x = jnp.concatenate([flat_obs(obs), joint_action_one_hot(action, self.num_actions)], -1)
+        x = incentive_inputs(obs, action, self.num_actions)
         return self.config.incentive_max * jax.nn.sigmoid(self.eta_net.apply(eta, x))
 
     def incentive(self, state: IQFlowState, obs: jax.Array, action: jax.Array) -> jax.Array:
@@ -72,7 +71,6 @@ class IQFlow:
     # --- state ------------------------------------------------------------------------
     def init(self, key: jax.Array) -> IQFlowState:
         k_eta, k_coop, k_env, k_ind = jax.random.split(key, 4)
-        eta = self.eta_net.init(k_eta, jnp.zeros((1, self.eta_input_dim)))
         example = replay.Transition(
             obs=jnp.zeros((self.num_agents, *self.obs_shape), jnp.float32),
             action=jnp.zeros((self.num_agents,), jnp.int32),
@@ -80,6 +78,8 @@ class IQFlow:
             next_obs=jnp.zeros((self.num_agents, *self.obs_shape), jnp.float32),
             done=jnp.zeros((), jnp.float32),
         )
+        eta = self.eta_net.init(
+            k_eta, incentive_inputs(example.obs[None], example.action[None], self.num_actions))
         return IQFlowState(
             eta=eta, eta_opt=self.eta_optimizer.init(eta),
             coop=self.critic_coop.init(k_coop), env=self.critic_env.init(k_env),
