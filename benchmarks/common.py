@@ -17,11 +17,30 @@ class RunArgs:
 
     seeds: int = 64
     seed: int = 0
+    first_seed: int = 0
+    """train seeds first_seed .. first_seed + seeds - 1 (split a sweep over processes)"""
     out: str | None = None
     """write the figures as JSON to this file"""
     wandb_mode: Literal["online", "offline", "disabled"] = "offline"
     wandb_dir: str = "wandb_runs"
     progress: bool = True
+    checkpoint_dir: str | None = None
+    """save the whole run here (one sub-folder per algorithm) and resume from it"""
+    checkpoint_every: int = 10
+    """chunks between checkpoints"""
+    resume: bool = False
+    """continue from the latest checkpoint in --checkpoint-dir"""
+    stop_after: int | None = None
+    """stop this sitting after this many episodes (checkpointed); --resume goes on"""
+
+
+def run_options(args: RunArgs, name: str) -> dict[str, Any]:
+    """The runner's keyword arguments that every learning benchmark passes alike."""
+    return dict(
+        wandb_mode=args.wandb_mode, wandb_dir=args.wandb_dir, progress=args.progress,
+        checkpoint_dir=os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else None,
+        checkpoint_every=args.checkpoint_every, resume=args.resume, stop_after=args.stop_after,
+    )
 
 
 def mean_ci95(values) -> dict[str, Any]:

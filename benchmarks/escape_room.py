@@ -14,13 +14,14 @@ algorithm's curve, another the incentives by action.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import RunArgs, mean_ci95, write_json
+from benchmarks.common import RunArgs, mean_ci95, run_options, write_json
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room, validate
 from jaxsim.runner import run
@@ -38,52 +39,103 @@ class Args(RunArgs):
     chunk_episodes: int = 250
     eval_period: int = 500
     plots: str = "runs/escape_room"
+    merge: tuple[str, ...] = ()
+    """JSON files of runs over disjoint seed ranges: combine them (no training)"""
 
 
 def make_config(args: Args, alg: str):
-    overrides = dict(num_seeds=args.seeds, seed=args.seed, chunk_episodes=args.chunk_episodes,
+    overrides = dict(num_seeds=args.seeds, seed=args.seed, first_seed=args.first_seed,
+                     chunk_episodes=args.chunk_episodes,
                      eval_period=args.eval_period)
     if args.episodes is not None:
         overrides["episodes"] = args.episodes
     return escape_room(args.n, args.m, ALGORITHMS[alg], **overrides)
 
 
-def incentive_by_action(metrics: dict, last: np.ndarray) -> np.ndarray:
-    """Mean incentive an agent received per time it took each action, over the chunks
-    in `last`: `[N, A]`, NaN for actions never taken."""
-    paid = metrics["incentive_by_action_sum"][last].mean(axis=(0, 1))  # [N, A]
+def incentive_sums(metrics: dict, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per agent and action `[N, A]`, averaged over the seeds and the chunks in `last`:
+    the incentive paid per episode and the times the action was taken per episode."""
+    paid = metrics["incentive_by_action_sum"][last].mean(axis=(0, 1))
     taken = (metrics["action_freq"] * metrics["episode_length"][..., None, None])[last]
-    taken = taken.mean(axis=(0, 1))
-    return np.where(taken > 0, paid / np.maximum(taken, 1e-12), np.nan)
+    return paid, taken.mean(axis=(0, 1))
+
+
+def per_action(paid, taken) -> list:
+    """Mean incentive an agent received per time it took each action (NaN: never)."""
+    paid, taken = np.asarray(paid, float), np.asarray(taken, float)
+    return np.where(taken > 0, paid / np.maximum(taken, 1e-12), np.nan).round(4).tolist()
+
+
+def summarise(eval_episodes, returns, threshold: float) -> dict:
+    """The curve's figures from the evaluated returns `[evals, seeds]`."""
+    returns = np.asarray(returns, float).reshape(len(eval_episodes), -1)
+    stats = [mean_ci95(row) for row in returns]
+    means = np.array([s["mean"] for s in stats])
+    reached = np.flatnonzero(means >= threshold)
+    return {
+        "eval_episodes": [int(e) for e in eval_episodes],
+        "eval_return_mean": means.round(4).tolist(),
+        "eval_return_ci95": [np.round(s["ci95"], 4).tolist() for s in stats],
+        "eval_return_per_seed": returns.round(4).tolist(),
+        "final_return_mean": float(means[-1]) if len(means) else None,
+        "final_return_per_seed": returns[-1].round(3).tolist() if len(means) else [],
+        "first_episode_at_or_above": int(eval_episodes[reached[0]]) if len(reached) else None,
+        "threshold": threshold,
+    }
 
 
 def run_one(args: Args, alg: str, threshold: float) -> dict:
     config = make_config(args, alg)
-    result = run(config, wandb_mode=args.wandb_mode, wandb_dir=args.wandb_dir,
-                 wandb_name=f"er-{args.n}-{args.m}-{alg}", wandb_group=f"er-{args.n}-{args.m}",
-                 progress=args.progress)
-    returns = result.eval_metrics["eval/return"]  # [evals, seeds]
-    stats = [mean_ci95(row) for row in returns]
-    means = np.array([s["mean"] for s in stats])
-    reached = np.flatnonzero(means >= threshold)
+    result = run(config, wandb_name=f"er-{args.n}-{args.m}-{alg}",
+                 wandb_group=f"er-{args.n}-{args.m}", **run_options(args, alg))
+    returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
     last = result.episodes > 0.9 * result.episodes[-1]
+    paid, taken = incentive_sums(result.metrics, last)
     return {
         "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
+        "episodes_planned": config.episodes,
         "seeds": args.seeds,
+        "first_seed": args.first_seed,
         "interrupted": result.interrupted,
-        "eval_episodes": result.eval_episodes.tolist(),
-        "eval_return_mean": means.round(4).tolist(),
-        "eval_return_ci95": [np.round(s["ci95"], 4).tolist() for s in stats],
-        "final_return_mean": float(means[-1]) if len(means) else None,
-        "final_return_per_seed": returns[-1].round(3).tolist() if len(means) else [],
-        "first_episode_at_or_above": int(result.eval_episodes[reached[0]]) if len(reached)
-        else None,
-        "threshold": threshold,
-        "incentive_by_action": incentive_by_action(result.metrics, last).round(4).tolist(),
+        **summarise(result.eval_episodes, returns, threshold),
+        "incentive_by_action": per_action(paid, taken),
+        "incentive_paid_by_action": paid.round(6).tolist(),
+        "actions_taken_by_action": taken.round(6).tolist(),
         "episodes_per_s": result.timing["episodes_per_s"],
         "env_steps_per_s": result.timing["env_steps_per_s"],
         "compile_s": result.timing["compile_s"],
         "wandb_dir": result.wandb_dir,
+    }
+
+
+def merge(parts: list[dict]) -> dict:
+    """One algorithm's result from runs of disjoint seed ranges (`--first-seed`) made
+    side by side: the curve's figures recomputed over all seeds, throughput summed."""
+    parts = sorted(parts, key=lambda r: r["first_seed"])
+    starts = [r["first_seed"] for r in parts]
+    ends = [r["first_seed"] + r["seeds"] for r in parts]
+    if starts[1:] != ends[:-1]:
+        raise ValueError(f"seed ranges {list(zip(starts, ends, strict=True))} are not contiguous")
+    if len({tuple(r["eval_episodes"]) for r in parts}) != 1:
+        raise ValueError("the runs were evaluated at different episodes; train them as far")
+    seeds = np.array([r["seeds"] for r in parts], float)
+    returns = np.concatenate([np.asarray(r["eval_return_per_seed"], float) for r in parts], 1)
+    weighted = lambda key: sum(w * np.asarray(r[key]) for w, r in zip(seeds, parts, strict=True))
+    paid, taken = weighted("incentive_paid_by_action"), weighted("actions_taken_by_action")
+    return {
+        "episodes": parts[0]["episodes"],
+        "episodes_planned": parts[0]["episodes_planned"],
+        "seeds": int(seeds.sum()),
+        "first_seed": starts[0],
+        "interrupted": any(r["interrupted"] for r in parts),
+        **summarise(parts[0]["eval_episodes"], returns, parts[0]["threshold"]),
+        "incentive_by_action": per_action(paid, taken),
+        "incentive_paid_by_action": (paid / seeds.sum()).round(6).tolist(),
+        "actions_taken_by_action": (taken / seeds.sum()).round(6).tolist(),
+        "episodes_per_s": float(sum(r["episodes_per_s"] for r in parts)),
+        "env_steps_per_s": float(sum(r["env_steps_per_s"] for r in parts)),
+        "compile_s": max(r["compile_s"] for r in parts),
+        "merged_from": len(parts),
     }
 
 
@@ -128,26 +180,48 @@ def plot(args: Args, results: dict, optimum: float) -> None:
         plt.close(fig)
 
 
+def merge_files(args: Args) -> dict:
+    payloads = []
+    for path in args.merge:
+        with open(path) as f:
+            payloads.append(json.load(f))
+    shape = {(p["args"]["n"], p["args"]["m"]) for p in payloads}
+    if len(shape) != 1:
+        raise ValueError(f"these files hold different rooms: {sorted(shape)}")
+    algs = [a for a in payloads[0]["algorithms"] if all(a in p["algorithms"] for p in payloads)]
+    results = {a: merge([p["algorithms"][a] for p in payloads]) for a in algs}
+    merged_args = {**payloads[0]["args"], "merge": list(args.merge),
+                   "seeds": results[algs[0]]["seeds"] if algs else 0}
+    return {"args": merged_args, "optimum": payloads[0]["optimum"], "algorithms": results}
+
+
 def main(args: Args) -> dict:
-    algs = list(ALGORITHMS) if args.alg == "all" else [args.alg]
-    for alg in algs:  # every config is checked before anything compiles
-        validate(make_config(args, alg))
-    optimum = EscapeRoom(args.n, args.m).optimal_return
-    results: dict = {}
-    for alg in algs:
-        results[alg] = run_one(args, alg, threshold=optimum - 1)
-        if results[alg]["interrupted"]:
-            break
-    payload = {"args": dataclasses.asdict(args), "optimum": optimum, "algorithms": results}
+    if args.merge:
+        payload = merge_files(args)
+        args = dataclasses.replace(args, n=payload["args"]["n"], m=payload["args"]["m"],
+                                   seeds=payload["args"]["seeds"])
+    else:
+        algs = list(ALGORITHMS) if args.alg == "all" else [args.alg]
+        for alg in algs:  # every config is checked before anything compiles
+            validate(make_config(args, alg))
+        optimum = EscapeRoom(args.n, args.m).optimal_return
+        results: dict = {}
+        for alg in algs:
+            results[alg] = run_one(args, alg, threshold=optimum - 1)
+            if results[alg]["interrupted"]:
+                break
+        payload = {"args": dataclasses.asdict(args), "optimum": optimum, "algorithms": results}
+    optimum, results = payload["optimum"], payload["algorithms"]
     write_json(args.out, payload)
     plot(args, results, optimum)
     print(f"\nER({args.n}, {args.m}), optimum {optimum}, {args.seeds} seeds")
-    print("alg      final_return  first_eval>=%-4g  episodes/s  compile_s" % (optimum - 1))
+    print("alg      episodes  final_return  first_eval>=%-4g  episodes/s  compile_s"
+          % (optimum - 1))
     for alg, r in results.items():
         first = "-" if r["first_episode_at_or_above"] is None else r["first_episode_at_or_above"]
         final = float("nan") if r["final_return_mean"] is None else r["final_return_mean"]
-        print(f"{alg:<8} {final:12.2f}  {first!s:>16}  {r['episodes_per_s']:10.1f}"
-              f"  {r['compile_s']:9.1f}")
+        print(f"{alg:<8} {r['episodes']:8d} {final:13.2f}  {first!s:>16}"
+              f"  {r['episodes_per_s']:10.1f}  {r['compile_s']:9.1f}")
     return payload
 
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import RunArgs, mean_ci95, write_json
+from benchmarks.common import RunArgs, mean_ci95, run_options, write_json
 from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
 from jaxsim.config import MATRIX_GAMES, matrix_game, validate
 from jaxsim.runner import run
@@ -104,9 +104,8 @@ def run_one(args: Args, game: str, alg: str) -> dict:
     else:
         on_chunk = None
 
-    result = run(config, wandb_mode=args.wandb_mode, wandb_name=f"matrix-{game}-{alg}",
-                 wandb_group=f"matrix-{game}", wandb_dir=args.wandb_dir,
-                 on_chunk=on_chunk, progress=args.progress)
+    result = run(config, wandb_name=f"matrix-{game}-{alg}", wandb_group=f"matrix-{game}",
+                 on_chunk=on_chunk, **run_options(args, f"{game}-{alg}"))
     if result.interrupted:
         raise KeyboardInterrupt
     coop = result.metrics["action_freq"][..., 0].mean(-1)  # [chunks, seeds]
@@ -150,6 +149,7 @@ def run_one(args: Args, game: str, alg: str) -> dict:
 def make_config(args: Args, game: str, alg: str):
     config = matrix_game(
         game, alg, episodes=args.episodes, num_seeds=args.seeds, seed=args.seed,
+        first_seed=args.first_seed,
         chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
         env_params={"episode_length": args.episode_length},
     )
@@ -277,6 +277,10 @@ def write_tables_and_plots(args: Args, game: str, table_rows, episodes, coop) ->
 def main(args: Args) -> dict:
     games = MATRIX_GAMES if args.game == "all" else (args.game,)
     algs = ("iqflow", "none") if args.alg == "both" else (args.alg,)
+    if args.resume or args.stop_after is not None:
+        raise ValueError("matrix-game runs take minutes and their per-chunk payoff tables "
+                         "live on the host only: --resume and --stop-after are not offered "
+                         "here (--checkpoint-dir still saves the runs)")
     for game in games:  # every config is checked before anything compiles
         for alg in algs:
             validate(make_config(args, game, alg))

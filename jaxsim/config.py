@@ -83,6 +83,7 @@ class TrainConfig:
     eval_episodes: int = 10
     num_seeds: int = 1
     seed: int = 0
+    first_seed: int = 0  # this run trains seeds first_seed .. first_seed + num_seeds - 1
 
     def __post_init__(self):
         # Pairs rather than a dict keep the config hashable (usable as a cache key).
@@ -133,6 +134,8 @@ def validate(config: TrainConfig) -> None:
     _positive_int("num_seeds", config.num_seeds)
     _require(_is_int(config.seed) and config.seed >= 0,
              f"seed must be an integer >= 0, got {config.seed!r}")
+    _require(_is_int(config.first_seed) and config.first_seed >= 0,
+             f"first_seed must be an integer >= 0, got {config.first_seed!r}")
     _require(config.episodes % config.chunk_episodes == 0,
              f"episodes ({config.episodes}) must be a multiple of chunk_episodes "
              f"({config.chunk_episodes}) so that every chunk has the same compiled shape")

@@ -3,7 +3,6 @@ progress between chunks. Per-seed metrics are kept on the host, one row per chun
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxsim.checkpoint import Checkpointer, config_json
 from jaxsim.config import TrainConfig, validate
 from jaxsim.logger import WandbLogger, flatten_metrics
 from jaxsim.train import Experiment, TrainState, seed_keys
@@ -40,12 +40,9 @@ def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
 
 
-def config_dict(config: TrainConfig) -> dict:
-    out = dataclasses.asdict(config)
-    out["agent_type"] = type(config.agent).__name__
-    out["mechanism_type"] = type(config.mechanism).__name__
-    out["env_params"] = dict(config.env_params)
-    return out
+def _unstack(stacked: dict[str, np.ndarray]) -> list[dict]:
+    rows = len(next(iter(stacked.values()))) if stacked else 0
+    return [{k: v[i] for k, v in stacked.items()} for i in range(rows)]
 
 
 def run(
@@ -58,35 +55,74 @@ def run(
     wandb_dir: str | None = None,
     on_chunk: Callable[[TrainState, int], Any] | None = None,
     progress: bool = True,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 10,
+    resume: bool = False,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Train every seed of `config` in one compiled program.
 
     `on_chunk(state, episode)` runs on the host after each chunk (state is stacked
     over seeds) and its result is kept in `RunResult.probes`. Ctrl-C stops the run
     cleanly after the current chunk is abandoned, and the result says how far it got.
+
+    With `checkpoint_dir`, the whole run (state, metrics so far, config) is saved every
+    `checkpoint_every` chunks, at `stop_after` episodes, at the end and on Ctrl-C;
+    `resume=True` continues from the latest checkpoint there, and ends with the same
+    numbers as a run that was never stopped. `stop_after` ends this sitting early
+    (e.g. to fit a session) without changing the run's config.
     """
     validate(config)  # before any compilation
+    if stop_after is not None and (stop_after <= 0 or stop_after % config.chunk_episodes):
+        raise ValueError(f"stop_after ({stop_after}) must be a positive multiple of "
+                         f"chunk_episodes ({config.chunk_episodes})")
+    if resume and not checkpoint_dir:
+        raise ValueError("resume needs checkpoint_dir")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 chunk, got {checkpoint_every}")
+    checkpointer = Checkpointer(checkpoint_dir, config) if checkpoint_dir else None
+    if checkpointer is not None and not resume and checkpointer.latest() is not None:
+        raise ValueError(f"{checkpoint_dir} already holds checkpoints (latest: episode "
+                         f"{checkpointer.latest()}); pass resume to continue that run or "
+                         f"choose another directory")
     experiment = Experiment(config)
     logger = WandbLogger(wandb_mode, project=wandb_project, name=wandb_name,
-                         group=wandb_group, config=config_dict(config), directory=wandb_dir)
+                         group=wandb_group, config=config_json(config), directory=wandb_dir)
     state = jax.jit(jax.vmap(experiment.init))(seed_keys(config))
+    rows, evals, eval_at, ends, probes = [], [], [], [], []
+    episode = 0
+    if resume:
+        state, history, meta = checkpointer.restore(state)  # refuses before compiling
+        rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
+        ends = [int(e) for e in history["ends"]]
+        eval_at = [int(e) for e in history.get("eval_at", [])]
+        episode = int(meta["episode"])
+        print(f"resumed from {checkpoint_dir} at episode {episode}", file=sys.stderr)
+
+    def save_checkpoint():
+        history = {"metrics": _stack(rows), "ends": np.asarray(ends, np.int64)}
+        if evals:
+            history.update(evals=_stack(evals), eval_at=np.asarray(eval_at, np.int64))
+        checkpointer.save(episode, state, history, {"seeds": config.num_seeds})
 
     start = time.perf_counter()
     chunk = jax.jit(jax.vmap(experiment.run_chunk)).lower(state).compile()
     evaluate = jax.jit(jax.vmap(experiment.evaluate)).lower(state).compile()
     compile_s = time.perf_counter() - start
 
-    rows, evals, eval_at, ends, probes = [], [], [], [], []
-    train_s, steps_done, episode = 0.0, 0.0, 0
+    train_s, steps_done = 0.0, 0.0
     per_chunk = config.chunk_episodes
-    bar = tqdm(total=config.episodes, unit="ep", disable=not progress, dynamic_ncols=True,
-               file=sys.stderr)
+    stop = config.episodes if stop_after is None else min(stop_after, config.episodes)
+    bar = tqdm(total=config.episodes, initial=episode, unit="ep", disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
     interrupted = False
+    saved_at = first = episode
     try:
-        while episode < config.episodes:
+        while episode < stop:
             tick = time.perf_counter()
-            state, metrics = chunk(state)
+            new_state, metrics = chunk(state)
             metrics = jax.device_get(metrics)  # waits for the chunk
+            state = new_state  # only once the chunk has finished: Ctrl-C keeps the last one
             elapsed = time.perf_counter() - tick
             train_s += elapsed
             episode += per_chunk
@@ -107,23 +143,35 @@ def run(
                 probes.append((episode, on_chunk(state, episode)))
             logger.log(log, step=episode)
             bar.update(per_chunk)
-            bar.set_postfix(ep_s=f"{episode * config.num_seeds / train_s:.0f}",
+            bar.set_postfix(ep_s=f"{(episode - first) * config.num_seeds / train_s:.0f}",
                             steps_s=f"{steps_done / train_s:.0f}",
                             ret=f"{log['return']:.2f}", refresh=False)
+            if checkpointer is not None and (
+                    (episode // per_chunk) % checkpoint_every == 0 or episode == stop):
+                save_checkpoint()
+                saved_at = episode
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: {episode} of {config.episodes} episodes done "
               f"({len(evals)} evaluations); results so far are kept", file=sys.stderr)
+        if checkpointer is not None and saved_at != episode and episode > 0:
+            save_checkpoint()
     finally:
         bar.close()
         run_dir = logger.run_dir
         logger.finish()
+        if checkpointer is not None:
+            checkpointer.wait()
+            checkpointer.close()
+            print(f"checkpoint of episode {checkpointer.latest()} in {checkpoint_dir}",
+                  file=sys.stderr)
 
+    trained = episode - first  # in this sitting
     timing = {
         "compile_s": compile_s,
         "train_s": train_s,
         "num_seeds": config.num_seeds,
-        "episodes_per_s": episode * config.num_seeds / train_s if train_s else 0.0,
+        "episodes_per_s": trained * config.num_seeds / train_s if train_s else 0.0,
         "env_steps_per_s": steps_done / train_s if train_s else 0.0,
     }
     return RunResult(

@@ -103,9 +103,11 @@ class Experiment:
 
 
 def seed_keys(config: TrainConfig) -> jax.Array:
-    """One key per seed: seed i of a run is the same whatever `num_seeds` is."""
+    """One key per seed: seed i of a run is the same whatever `num_seeds` is, so a
+    sweep split over processes (`first_seed`) trains the same seeds as one run."""
     base = jax.random.PRNGKey(config.seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(config.num_seeds))
+    index = config.first_seed + jnp.arange(config.num_seeds)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
 
 
 def make_train(config: TrainConfig):

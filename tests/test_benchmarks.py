@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -79,3 +81,39 @@ def test_escape_room_benchmark_writes_curves_for_every_algorithm(tmp_path):
         assert r["threshold"] == 18
     assert np.all(np.nan_to_num(payload["algorithms"]["pg"]["incentive_by_action"]) == 0)
     assert {"er_3_1_returns.png", "er_3_1_incentives.png"} <= set(os.listdir(tmp_path / "plots"))
+
+
+@pytest.mark.timeout(400)
+def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
+    from benchmarks import escape_room
+
+    common = dict(n=3, m=1, alg="pg", episodes=100, chunk_episodes=50, eval_period=50,
+                  wandb_mode="disabled", progress=False, plots=str(tmp_path / "plots"))
+    whole = escape_room.main(escape_room.Args(seeds=3, out=str(tmp_path / "whole.json"),
+                                              **common))["algorithms"]["pg"]
+    parts = []
+    for first, seeds in ((0, 2), (2, 1)):
+        path = str(tmp_path / f"part{first}.json")
+        escape_room.main(escape_room.Args(seeds=seeds, first_seed=first, out=path, **common))
+        parts.append(path)
+    merged = escape_room.main(escape_room.Args(merge=tuple(reversed(parts)),
+                                               out=str(tmp_path / "merged.json"),
+                                               plots=str(tmp_path / "plots")))
+    pg = merged["algorithms"]["pg"]
+    assert pg["seeds"] == 3 and pg["first_seed"] == 0 and pg["merged_from"] == 2
+    np.testing.assert_allclose(pg["eval_return_per_seed"], whole["eval_return_per_seed"],
+                               atol=1e-3)
+    np.testing.assert_allclose(pg["eval_return_mean"], whole["eval_return_mean"], atol=1e-3)
+    with pytest.raises(ValueError, match="not contiguous"):
+        escape_room.main(escape_room.Args(merge=(parts[0], parts[0])))  # seeds 0-1 twice
+
+
+def test_dot_flops_counts_every_matmul_and_scan_iteration():
+    from benchmarks.step_profile import dot_flops
+
+    def f(w, x):  # 3 scanned [2,3]x[3,3] matmuls, then a batched [5,2,3]x[5,3,4]
+        y, _ = jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=3)
+        return jnp.einsum("bij,bjk->bik", jnp.broadcast_to(y, (5, 2, 3)), jnp.ones((5, 3, 4)))
+
+    jaxpr = jax.make_jaxpr(jax.vmap(f, in_axes=(None, 0)))(jnp.ones((3, 3)), jnp.ones((7, 2, 3)))
+    assert dot_flops(jaxpr) == 7 * (3 * 2 * 2 * 3 * 3 + 2 * 5 * 2 * 4 * 3)

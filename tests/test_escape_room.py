@@ -85,3 +85,30 @@ def test_bad_parameters_raise():
         envs_jax.make("escape_room", n_agents=1, n_required=1)
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['m'\]"):
         envs_jax.make("escape_room", m=2)
+
+
+def test_early_ending_episodes_in_a_vmapped_batch_equal_each_alone():
+    from agents.pg import PGAgent
+    from jaxsim.config import PGConfig
+    from jaxsim.rollout import rollout
+    from mechanism.none import NoMechanism
+
+    env = envs_jax.make("escape_room", n_agents=2, n_required=1)
+    agent = PGAgent(PGConfig(hidden=(8,)), env.observation_spec.shape[1:], env.num_actions)
+    params = jax.vmap(agent.init)(jax.random.split(jax.random.PRNGKey(0), 2)).params
+    mech = NoMechanism(2)
+    play_one = lambda k: rollout(env, agent, mech, params, mech.init(k), k)
+    keys = jax.random.split(jax.random.PRNGKey(3), 32)
+    batch = jax.jit(jax.vmap(play_one))(keys)
+    lengths = np.asarray(batch.mask.sum(1)).astype(int)
+    assert lengths.min() < env.max_steps and lengths.max() == env.max_steps  # both kinds
+    for i, key in enumerate(keys):
+        alone = jax.jit(play_one)(key)
+        row = jax.tree.map(lambda z, i=i: z[i], batch)
+        for x, y in zip(jax.tree.leaves(alone), jax.tree.leaves(row), strict=True):
+            np.testing.assert_array_equal(x, y)
+        mask = np.asarray(alone.mask)
+        n = lengths[i]
+        np.testing.assert_array_equal(mask, [1.0] * n + [0.0] * (env.max_steps - n))
+        np.testing.assert_array_equal(np.asarray(alone.reward)[n:], 0.0)  # nothing after
+        assert float(alone.done[n - 1]) == 1.0 and float(np.asarray(alone.done).sum()) == 1.0

@@ -1,0 +1,107 @@
+"""Orbax checkpoints of a whole run: the training state of every seed (environment
+keys, agents, mechanism, replay), the per-chunk metrics so far and the config.
+
+A checkpoint is written between chunks, asynchronously, and the last `keep` are kept.
+`restore` refuses a checkpoint written by another config (everything but the run's
+length and logging must match) or one that cannot be read, saying which and why,
+and never touches the files it refuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxsim.config import TrainConfig
+
+# Keys of the config that may change between a run and its resumption: the run's
+# length (train further) is the only one; everything else changes the program.
+RESUMABLE_CHANGES = ("episodes",)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used for this run."""
+
+
+def config_json(config: TrainConfig) -> dict:
+    out = dataclasses.asdict(config)
+    out["agent_type"] = type(config.agent).__name__
+    out["mechanism_type"] = type(config.mechanism).__name__
+    out["env_params"] = dict(config.env_params)
+    return json.loads(json.dumps(out))  # tuples -> lists, as they come back from disk
+
+
+def _config_differences(saved: dict, current: dict) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys
+            if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+
+
+class Checkpointer:
+    """Saves and restores one run's checkpoints under `directory` (one folder per
+    episode count)."""
+
+    def __init__(self, directory: str, config: TrainConfig, keep: int = 3):
+        self.directory = os.path.abspath(directory)
+        self.config = config
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, episode: int, state, history: dict[str, Any], extra: dict) -> None:
+        """Start writing the checkpoint of `episode`; the host goes on training."""
+        meta = {"config": config_json(self.config), "episode": int(episode), **extra}
+        self.manager.save(episode, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            history=ocp.args.StandardSave(jax.tree.map(np.asarray, history)),
+            meta=ocp.args.JsonSave(meta),
+        ))
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def restore(self, abstract_state, episode: int | None = None):
+        """(state, history, meta) of checkpoint `episode` (default: the latest)."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        episode = steps[-1] if episode is None else episode
+        if episode not in steps:
+            raise CheckpointError(f"no checkpoint of episode {episode} in {self.directory}; "
+                                  f"there are {steps}")
+        where = os.path.join(self.directory, str(episode))
+        try:
+            meta = self.manager.restore(episode, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as error:  # noqa: BLE001 - any failure to read is the same news
+            raise CheckpointError(f"checkpoint {where} cannot be read ({type(error).__name__}: "
+                                  f"{error}); older ones: {steps[:-1] or 'none'}") from error
+        differences = _config_differences(meta["config"], config_json(self.config))
+        if differences:
+            raise CheckpointError(f"checkpoint {where} was written by another config:\n  "
+                                  + "\n  ".join(differences))
+        try:
+            restored = self.manager.restore(episode, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                history=ocp.args.StandardRestore(),
+            ))
+        except Exception as error:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {where} is damaged ({type(error).__name__}: "
+                                  f"{error}); older ones: {steps[:-1] or 'none'}") from error
+        history = jax.tree.map(np.asarray, restored["history"])
+        return restored["state"], history, meta

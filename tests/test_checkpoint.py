@@ -1,0 +1,86 @@
+"""Orbax checkpoints of whole runs: stop-and-resume equals the uninterrupted run bit
+for bit; a checkpoint of another config or a damaged one is refused with a message
+and the older checkpoints still load; a seed range split over runs trains the same
+seeds as one run."""
+
+import functools
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxsim.checkpoint import Checkpointer, CheckpointError
+from jaxsim.runner import run
+from jaxsim.train import Experiment, seed_keys
+from tests.test_engine import assert_trees_equal, tiny_config
+
+
+def config():
+    return tiny_config(episodes=60, chunk_episodes=10, eval_period=20, num_seeds=2)
+
+
+@functools.lru_cache(maxsize=None)
+def uninterrupted():
+    return run(config(), progress=False)
+
+
+def abstract_state(cfg):
+    return jax.eval_shape(jax.vmap(Experiment(cfg).init), seed_keys(cfg))
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("stop_after", [10, 40])
+def test_stop_and_resume_equals_the_uninterrupted_run(tmp_path, stop_after):
+    full = uninterrupted()
+    first = run(config(), progress=False, checkpoint_dir=str(tmp_path), checkpoint_every=1,
+                stop_after=stop_after)
+    assert first.episodes[-1] == stop_after
+    resumed = run(config(), progress=False, checkpoint_dir=str(tmp_path), resume=True)
+    np.testing.assert_array_equal(resumed.episodes, full.episodes)
+    np.testing.assert_array_equal(resumed.eval_episodes, full.eval_episodes)
+    for name in full.metrics:
+        np.testing.assert_array_equal(resumed.metrics[name], full.metrics[name], err_msg=name)
+    for name in full.eval_metrics:
+        np.testing.assert_array_equal(resumed.eval_metrics[name], full.eval_metrics[name])
+    assert_trees_equal(resumed.state, full.state)
+
+
+@pytest.mark.timeout(600)
+def test_wrong_config_and_damaged_checkpoints_are_refused(tmp_path):
+    directory = str(tmp_path)
+    run(config(), progress=False, checkpoint_dir=directory, checkpoint_every=1, stop_after=20)
+    # Another config: named differences, nothing compiled, nothing deleted.
+    other = config().replace(seed=8)
+    with pytest.raises(CheckpointError, match="(?s)another config.*seed: checkpoint 7 vs now 8"):
+        run(other, progress=False, checkpoint_dir=directory, resume=True)
+    # An existing run is not overwritten by a fresh start.
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        run(config(), progress=False, checkpoint_dir=directory)
+    # Truncate every array file of the latest checkpoint.
+    latest = os.path.join(directory, "20", "state")
+    damaged = 0
+    for root, _, files in os.walk(latest):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.getsize(path) > 64 and not name.endswith(".json"):
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 3)
+                damaged += 1
+    assert damaged
+    checkpointer = Checkpointer(directory, config())
+    with pytest.raises(CheckpointError, match="damaged"):
+        checkpointer.restore(abstract_state(config()))
+    # The older one still loads and holds the state after episode 10.
+    state, history, meta = checkpointer.restore(abstract_state(config()), episode=10)
+    assert meta["episode"] == 10 and list(history["ends"]) == [10]
+    np.testing.assert_array_equal(np.asarray(state.episode), [10, 10])
+    checkpointer.close()
+
+
+@pytest.mark.timeout(300)
+def test_first_seed_splits_a_run_into_the_same_seeds():
+    cfg = config().replace(num_seeds=4)
+    whole = seed_keys(cfg)
+    halves = [seed_keys(cfg.replace(num_seeds=2, first_seed=s)) for s in (0, 2)]
+    np.testing.assert_array_equal(np.concatenate(halves), whole)
