@@ -40,7 +40,8 @@ class Args(RunArgs):
     eval_period: int = 500
     plots: str = "runs/escape_room"
     merge: tuple[str, ...] = ()
-    """JSON files of runs over disjoint seed ranges: combine them (no training)"""
+    """JSON files to combine (no training): each algorithm's runs over disjoint seed
+    ranges become one result over all seeds; files may hold different algorithms"""
 
 
 def make_config(args: Args, alg: str):
@@ -108,6 +109,11 @@ def run_one(args: Args, alg: str, threshold: float) -> dict:
     }
 
 
+def _sum_or_none(values):
+    values = list(values)
+    return None if any(v is None for v in values) else float(sum(values))
+
+
 def merge(parts: list[dict]) -> dict:
     """One algorithm's result from runs of disjoint seed ranges (`--first-seed`) made
     side by side: the curve's figures recomputed over all seeds, throughput summed."""
@@ -132,8 +138,9 @@ def merge(parts: list[dict]) -> dict:
         "incentive_by_action": per_action(paid, taken),
         "incentive_paid_by_action": (paid / seeds.sum()).round(6).tolist(),
         "actions_taken_by_action": (taken / seeds.sum()).round(6).tolist(),
-        "episodes_per_s": float(sum(r["episodes_per_s"] for r in parts)),
-        "env_steps_per_s": float(sum(r["env_steps_per_s"] for r in parts)),
+        # side by side, so their rates add up; unknown if any part trained nothing timed
+        "episodes_per_s": _sum_or_none(r["episodes_per_s"] for r in parts),
+        "env_steps_per_s": _sum_or_none(r["env_steps_per_s"] for r in parts),
         "compile_s": max(r["compile_s"] for r in parts),
         "merged_from": len(parts),
     }
@@ -151,12 +158,12 @@ def plot(args: Args, results: dict, optimum: float) -> None:
     for alg, r in results.items():
         x, mean = np.array(r["eval_episodes"]), np.array(r["eval_return_mean"])
         ci = np.array(r["eval_return_ci95"]).reshape(-1, 2)
-        ax.plot(x, mean, label=alg)
+        ax.plot(x, mean, label=f"{alg} ({r['seeds']} seeds)")
         ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.25)
     ax.axhline(optimum, color="k", lw=0.6, ls="--", label=f"optimum {optimum:g}")
     ax.set_xlabel("episode")
     ax.set_ylabel("total environment return (eval)")
-    ax.set_title(f"ER({args.n}, {args.m}): mean and 95% CI over {args.seeds} seeds")
+    ax.set_title(f"ER({args.n}, {args.m}): mean and 95% CI across seeds")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.plots, f"{tag}_returns.png"), dpi=110)
@@ -188,10 +195,12 @@ def merge_files(args: Args) -> dict:
     shape = {(p["args"]["n"], p["args"]["m"]) for p in payloads}
     if len(shape) != 1:
         raise ValueError(f"these files hold different rooms: {sorted(shape)}")
-    algs = [a for a in payloads[0]["algorithms"] if all(a in p["algorithms"] for p in payloads)]
-    results = {a: merge([p["algorithms"][a] for p in payloads]) for a in algs}
+    algs = [a for a in ALGORITHMS if any(a in p["algorithms"] for p in payloads)]
+    results = {a: merge([p["algorithms"][a] for p in payloads if a in p["algorithms"]])
+               for a in algs}
+    seeds = {r["seeds"] for r in results.values()}
     merged_args = {**payloads[0]["args"], "merge": list(args.merge),
-                   "seeds": results[algs[0]]["seeds"] if algs else 0}
+                   "seeds": seeds.pop() if len(seeds) == 1 else sorted(seeds)}
     return {"args": merged_args, "optimum": payloads[0]["optimum"], "algorithms": results}
 
 
@@ -214,14 +223,15 @@ def main(args: Args) -> dict:
     optimum, results = payload["optimum"], payload["algorithms"]
     write_json(args.out, payload)
     plot(args, results, optimum)
-    print(f"\nER({args.n}, {args.m}), optimum {optimum}, {args.seeds} seeds")
-    print("alg      episodes  final_return  first_eval>=%-4g  episodes/s  compile_s"
+    print(f"\nER({args.n}, {args.m}), optimum {optimum}")
+    print("alg      seeds  episodes  final_return  first_eval>=%-4g  episodes/s  compile_s"
           % (optimum - 1))
     for alg, r in results.items():
         first = "-" if r["first_episode_at_or_above"] is None else r["first_episode_at_or_above"]
         final = float("nan") if r["final_return_mean"] is None else r["final_return_mean"]
-        print(f"{alg:<8} {r['episodes']:8d} {final:13.2f}  {first!s:>16}"
-              f"  {r['episodes_per_s']:10.1f}  {r['compile_s']:9.1f}")
+        rate = "-" if r["episodes_per_s"] is None else f"{r['episodes_per_s']:.1f}"
+        print(f"{alg:<8} {r['seeds']:5d} {r['episodes']:9d} {final:13.2f}  {first!s:>16}"
+              f"  {rate:>10}  {r['compile_s']:9.1f}")
     return payload
 
 

@@ -91,19 +91,26 @@ def run(
     state = jax.jit(jax.vmap(experiment.init))(seed_keys(config))
     rows, evals, eval_at, ends, probes = [], [], [], [], []
     episode = 0
+    earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
     if resume:
         state, history, meta = checkpointer.restore(state)  # refuses before compiling
         rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
         ends = [int(e) for e in history["ends"]]
         eval_at = [int(e) for e in history.get("eval_at", [])]
         episode = int(meta["episode"])
+        # Throughput over every sitting whose checkpoint recorded its training time.
+        earlier = (float(meta.get("train_s", 0.0)), float(meta.get("env_steps", 0.0)),
+                   int(meta.get("trained_episodes", 0)))
         print(f"resumed from {checkpoint_dir} at episode {episode}", file=sys.stderr)
 
     def save_checkpoint():
         history = {"metrics": _stack(rows), "ends": np.asarray(ends, np.int64)}
         if evals:
             history.update(evals=_stack(evals), eval_at=np.asarray(eval_at, np.int64))
-        checkpointer.save(episode, state, history, {"seeds": config.num_seeds})
+        checkpointer.save(episode, state, history, {
+            "seeds": config.num_seeds, "train_s": earlier[0] + train_s,
+            "env_steps": earlier[1] + steps_done,
+            "trained_episodes": earlier[2] + episode - first})
 
     start = time.perf_counter()
     chunk = jax.jit(jax.vmap(experiment.run_chunk)).lower(state).compile()
@@ -166,13 +173,14 @@ def run(
             print(f"checkpoint of episode {checkpointer.latest()} in {checkpoint_dir}",
                   file=sys.stderr)
 
-    trained = episode - first  # in this sitting
-    timing = {
+    total_s, total_steps = earlier[0] + train_s, earlier[1] + steps_done
+    trained = earlier[2] + episode - first
+    timing = {  # over every sitting that recorded its time; None if nothing was timed
         "compile_s": compile_s,
-        "train_s": train_s,
+        "train_s": total_s,
         "num_seeds": config.num_seeds,
-        "episodes_per_s": trained * config.num_seeds / train_s if train_s else 0.0,
-        "env_steps_per_s": steps_done / train_s if train_s else 0.0,
+        "episodes_per_s": trained * config.num_seeds / total_s if total_s else None,
+        "env_steps_per_s": total_steps / total_s if total_s else None,
     }
     return RunResult(
         config=config, episodes=np.asarray(ends), metrics=_stack(rows),

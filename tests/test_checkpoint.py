@@ -37,6 +37,8 @@ def test_stop_and_resume_equals_the_uninterrupted_run(tmp_path, stop_after):
                 stop_after=stop_after)
     assert first.episodes[-1] == stop_after
     resumed = run(config(), progress=False, checkpoint_dir=str(tmp_path), resume=True)
+    # Throughput counts both sittings' training time.
+    assert resumed.timing["train_s"] > first.timing["train_s"] > 0
     np.testing.assert_array_equal(resumed.episodes, full.episodes)
     np.testing.assert_array_equal(resumed.eval_episodes, full.eval_episodes)
     for name in full.metrics:
