@@ -32,6 +32,8 @@ class RunArgs:
     """continue from the latest checkpoint in --checkpoint-dir"""
     stop_after: int | None = None
     """stop this sitting after this many episodes (checkpointed); --resume goes on"""
+    matmul_precision: Literal["default", "float32", "tensorfloat32", "bfloat16"] = "default"
+    """float32 matmuls: JAX's default (TF32 on recent NVIDIA GPUs) or the one named"""
 
 
 def run_options(args: RunArgs, name: str) -> dict[str, Any]:

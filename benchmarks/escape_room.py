@@ -46,6 +46,7 @@ class Args(RunArgs):
 
 def make_config(args: Args, alg: str):
     overrides = dict(num_seeds=args.seeds, seed=args.seed, first_seed=args.first_seed,
+                     matmul_precision=args.matmul_precision,
                      chunk_episodes=args.chunk_episodes,
                      eval_period=args.eval_period)
     if args.episodes is not None:

@@ -149,7 +149,7 @@ def run_one(args: Args, game: str, alg: str) -> dict:
 def make_config(args: Args, game: str, alg: str):
     config = matrix_game(
         game, alg, episodes=args.episodes, num_seeds=args.seeds, seed=args.seed,
-        first_seed=args.first_seed,
+        first_seed=args.first_seed, matmul_precision=args.matmul_precision,
         chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
         env_params={"episode_length": args.episode_length},
     )

@@ -40,7 +40,11 @@ class Args:
     """chunks run before timing, until step B runs in every seed"""
     timed_chunks: int = 3
     matmul_size: int = 1024
+    replay_capacity: int | None = 10_000
+    """rows in each seed's buffer (None: the whole run's). Time does not depend on it,
+    memory does: 4096 seeds of ER(5,2) with the whole run's 125,000 rows need 300 GB"""
     out: str | None = None
+    """written after every row, so a run stopped part-way keeps the rows it timed"""
 
 
 def matmul_gflops(size: int, repeats: int = 20) -> float:
@@ -77,8 +81,8 @@ def dot_flops(jaxpr) -> float:
 def time_step(args: Args, seeds: int, unroll: int) -> dict:
     config = escape_room(args.n, args.m, "iqflow", num_seeds=seeds,
                          chunk_episodes=args.chunk_episodes)
-    config = config.replace(mechanism=dataclasses.replace(config.mechanism,
-                                                          unroll_steps=unroll))
+    config = config.replace(mechanism=dataclasses.replace(
+        config.mechanism, unroll_steps=unroll, replay_capacity=args.replay_capacity))
     experiment = Experiment(config)
     state = jax.jit(jax.vmap(experiment.init))(seed_keys(config))
     chunk = jax.vmap(experiment.run_chunk)
@@ -105,13 +109,19 @@ def time_step(args: Args, seeds: int, unroll: int) -> dict:
 
 def main(args: Args) -> dict:
     peak = matmul_gflops(args.matmul_size)
-    rows = [time_step(args, s, k) for s in args.seeds for k in args.unroll]
-    for row in rows:
-        row["fraction_of_matmul_rate"] = row["gflops_reached"] / peak
+    rows: list[dict] = []
     payload = {"args": dataclasses.asdict(args), "device": str(jax.devices()[0]),
                "machine": platform.machine(), "cpu_count": os.cpu_count(),
                "matmul_gflops": peak, "rows": rows}
-    write_json(args.out, payload)
+    try:
+        for seeds in args.seeds:
+            for unroll in args.unroll:
+                row = time_step(args, seeds, unroll)
+                row["fraction_of_matmul_rate"] = row["gflops_reached"] / peak
+                rows.append(row)
+                write_json(args.out, payload)
+    except KeyboardInterrupt:
+        print(f"interrupted: {len(rows)} of {len(args.seeds) * len(args.unroll)} rows timed")
     print(f"\nER({args.n}, {args.m}) IQ-Flow episode step on {payload['device']} "
           f"({payload['cpu_count']} cpus); dense {args.matmul_size}^2 f32 matmul: "
           f"{peak:.1f} GFLOP/s")

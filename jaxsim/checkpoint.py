@@ -38,6 +38,10 @@ def config_json(config: TrainConfig) -> dict:
 
 
 def _config_differences(saved: dict, current: dict) -> list[str]:
+    # A field added to TrainConfig after the checkpoint was written counts as its default.
+    added = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+             if f.name not in saved and f.default is not dataclasses.MISSING}
+    saved = {**added, **saved}
     keys = sorted(set(saved) | set(current))
     return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys
             if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]

@@ -6,10 +6,13 @@ config fails in milliseconds with a message that says what to change.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Union
+
+import jax
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,17 @@ class IDConfig:
 MechanismConfig = Union[NoMechanismConfig, IQFlowConfig, IDConfig]
 
 
+MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
+
+
+def matmul_precision_scope(precision: str):
+    """The context under which a config's programs are traced: JAX's default
+    precision for float32 matmuls, or the one the config names."""
+    if precision == "default":
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(precision)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One experiment: environment, learners, mechanism and the run's length."""
@@ -84,6 +98,9 @@ class TrainConfig:
     num_seeds: int = 1
     seed: int = 0
     first_seed: int = 0  # this run trains seeds first_seed .. first_seed + num_seeds - 1
+    # float32 matmuls: "default" is JAX's (full f32 on CPU, TF32 on recent NVIDIA GPUs,
+    # bf16 passes on TPU); "float32" forces full precision everywhere.
+    matmul_precision: str = "default"
 
     def __post_init__(self):
         # Pairs rather than a dict keep the config hashable (usable as a cache key).
@@ -136,6 +153,9 @@ def validate(config: TrainConfig) -> None:
              f"seed must be an integer >= 0, got {config.seed!r}")
     _require(_is_int(config.first_seed) and config.first_seed >= 0,
              f"first_seed must be an integer >= 0, got {config.first_seed!r}")
+    _require(config.matmul_precision in MATMUL_PRECISIONS,
+             f"matmul_precision must be one of {MATMUL_PRECISIONS}, "
+             f"got {config.matmul_precision!r}")
     _require(config.episodes % config.chunk_episodes == 0,
              f"episodes ({config.episodes}) must be a multiple of chunk_episodes "
              f"({config.chunk_episodes}) so that every chunk has the same compiled shape")

@@ -16,7 +16,7 @@ from flax import struct
 import agents as agents_lib
 import envs_jax
 import mechanism as mechanism_lib
-from jaxsim.config import TrainConfig, replay_capacity, validate
+from jaxsim.config import TrainConfig, matmul_precision_scope, replay_capacity, validate
 from jaxsim.rollout import rollout
 from jaxsim.types import Trajectory, agent_view
 
@@ -59,6 +59,10 @@ class Experiment:
         self.mechanism = mechanism_lib.make(config.mechanism, self.env, capacity, self.agent)
 
     def init(self, key: jax.Array) -> TrainState:
+        with matmul_precision_scope(self.config.matmul_precision):
+            return self._init(key)
+
+    def _init(self, key: jax.Array) -> TrainState:
         agents_key, mechanism_key, key = jax.random.split(key, 3)
         agent_keys = jax.random.split(agents_key, self.env.num_agents)
         return TrainState(
@@ -87,13 +91,18 @@ class Experiment:
     def run_chunk(self, state: TrainState) -> tuple[TrainState, dict]:
         """`chunk_episodes` episode steps; metrics are averaged inside the chunk so
         memory does not grow with the run's length."""
-        state, metrics = jax.lax.scan(self.episode_step, state, None,
-                                      length=self.config.chunk_episodes)
+        with matmul_precision_scope(self.config.matmul_precision):
+            state, metrics = jax.lax.scan(self.episode_step, state, None,
+                                          length=self.config.chunk_episodes)
         return state, jax.tree.map(lambda m: m.mean(0), metrics)
 
     def evaluate(self, state: TrainState) -> dict:
         """`eval_episodes` episodes with the current stochastic policies, no learning.
         Its keys branch off the training key, so evaluating never changes training."""
+        with matmul_precision_scope(self.config.matmul_precision):
+            return self._evaluate(state)
+
+    def _evaluate(self, state: TrainState) -> dict:
         eval_key = jax.random.fold_in(state.key, EVAL_KEY_SALT)
         keys = jax.random.split(eval_key, self.config.eval_episodes)
         play = lambda k: rollout(self.env, self.agent, self.mechanism, state.agents.params,

@@ -51,7 +51,8 @@ def add(buffer: ReplayBuffer, items: Transition, mask: jax.Array) -> ReplayBuffe
     keep = mask.astype(jnp.int32)
     offset = jnp.cumsum(keep) - 1
     rows = jnp.where(keep > 0, (buffer.cursor + offset) % capacity, capacity)  # drop
-    data = jax.tree.map(lambda d, x: d.at[rows].set(x, mode="drop"), buffer.data, items)
+    data = jax.tree.map(lambda d, x: d.at[rows].set(x.astype(d.dtype), mode="drop"),
+                        buffer.data, items)
     added = keep.sum()
     return ReplayBuffer(
         data=data,
@@ -85,7 +86,7 @@ def sample_distinct_rows(key: jax.Array, size: jax.Array, k: int) -> jax.Array:
         top = size - k + j  # choose from range(top + 1)
         candidate = jax.random.randint(draw_keys[j], (), 0, top + 1)
         taken = jnp.any(chosen == candidate)
-        return chosen.at[j].set(jnp.where(taken, top, candidate))
+        return chosen.at[j].set(jnp.where(taken, top, candidate).astype(chosen.dtype))
 
     chosen = jax.lax.fori_loop(0, k, pick, jnp.full((k,), -1, jnp.int32))
     return jax.random.permutation(order_key, chosen)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsim.checkpoint import Checkpointer, CheckpointError
+from jaxsim.checkpoint import Checkpointer, CheckpointError, _config_differences, config_json
 from jaxsim.runner import run
 from jaxsim.train import Experiment, seed_keys
 from tests.test_engine import assert_trees_equal, tiny_config
@@ -86,3 +86,14 @@ def test_first_seed_splits_a_run_into_the_same_seeds():
     whole = seed_keys(cfg)
     halves = [seed_keys(cfg.replace(num_seeds=2, first_seed=s)) for s in (0, 2)]
     np.testing.assert_array_equal(np.concatenate(halves), whole)
+
+
+def test_a_field_added_to_the_config_later_resumes_at_its_default():
+    """Checkpoints written before a TrainConfig field existed still resume when the
+    field is at its default, and are refused when it is not."""
+    saved = config_json(config())
+    del saved["matmul_precision"]
+    assert _config_differences(saved, config_json(config())) == []
+    changed = config_json(config().replace(matmul_precision="float32"))
+    assert _config_differences(saved, changed) == [
+        "matmul_precision: checkpoint 'default' vs now 'float32'"]

@@ -4,6 +4,8 @@ IQ-Flow episode step; the time limits make a hang in XLA fail loudly."""
 
 import functools
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from jaxsim import runner as runner_lib
 from jaxsim.config import IQFlowConfig, TrainConfig, matrix_game, validate
 from jaxsim.logger import read_history
-from jaxsim.train import make_train, seed_keys
+from jaxsim.train import Experiment, make_train, seed_keys
 
 TINY_IQFLOW = IQFlowConfig(critic_hidden=(8,), incentive_hidden=(8,), unroll_steps=2,
                            batch_size=8, start_train=16)
@@ -88,6 +90,7 @@ BAD_CONFIGS = [
     (dict(mechanism=IQFlowConfig(expectile=1.0)), r"expectile must be a finite number in \(0, 1\)"),
     (dict(mechanism=IQFlowConfig(lr_incentive=float("nan"))), r"lr_incentive must be a finite"),
     (dict(episodes=30, chunk_episodes=10, eval_period=10), r"fewer than start_train"),
+    (dict(matmul_precision="fp8"), r"matmul_precision must be one of"),
 ]
 
 
@@ -135,3 +138,19 @@ def test_no_mechanism_pays_nothing():
     result = runner_lib.run(config, progress=False)
     assert float(np.abs(result.metrics["incentive_per_agent"]).max()) == 0.0
     assert result.timing["episodes_per_s"] > 0 and result.timing["compile_s"] > 0
+
+
+def _dot_precisions(config: TrainConfig) -> set[str]:
+    experiment = Experiment(config)
+    state = jax.eval_shape(experiment.init, jax.random.PRNGKey(0))
+    text = jax.jit(experiment.run_chunk).lower(state).as_text()
+    text += jax.jit(experiment.evaluate).lower(state).as_text()
+    return set(re.findall(r"stablehlo.dot_general.*precision = \[(\w+), \w+\]", text))
+
+
+def test_matmul_precision_reaches_every_matmul():
+    """The config's precision is in every traced matmul, training and evaluation alike
+    (on CPU float32 is what JAX does anyway; on GPUs the default is TF32)."""
+    config = tiny_config().replace(num_seeds=1)
+    assert _dot_precisions(config) == {"DEFAULT"}
+    assert _dot_precisions(config.replace(matmul_precision="float32")) == {"HIGHEST"}
