@@ -1,11 +1,16 @@
-"""Throughput of the full training program at several seed counts, in one process.
+"""Throughput, in one process, at several batch sizes.
 
     python -m benchmarks.throughput --env ipd --alg iqflow --seeds 1 64 --episodes 300
+    python -m benchmarks.throughput --env cleanup_7x7 --seeds 1 64 1024 4096
 
-Each seed count compiles once (compile time reported apart) and then trains for
-`--episodes` episodes; figures are seed-episodes and env-steps per second of training
-alone, and each count's ratio to the first, so the speed-up of vmapped seeds is
-measured on one machine in one run.
+Matrix games: the full training program. Each seed count compiles once (compile time
+reported apart) and then trains for `--episodes` episodes; figures are seed-episodes
+and env-steps per second of training alone, and each count's ratio to the first, so
+the speed-up of vmapped seeds is measured on one machine in one run.
+
+Cleanup: the environment alone, uniform random actions, observations rendered every
+step (summed into a checksum so that none of the rendering can be skipped), episodes
+reset inside the compiled scan; `--seeds` are the numbers of environments.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import time
 from dataclasses import dataclass
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 
+import envs_jax
 from benchmarks.common import write_json
 from jaxsim.config import MATRIX_GAMES, matrix_game, validate
 from jaxsim.runner import run
@@ -25,7 +33,7 @@ from jaxsim.runner import run
 
 @dataclass
 class Args:
-    env: Literal["ipd", "chicken", "stag_hunt"] = "ipd"
+    env: Literal["ipd", "chicken", "stag_hunt", "cleanup_7x7", "cleanup_10x10"] = "ipd"
     alg: Literal["iqflow", "none"] = "iqflow"
     seeds: tuple[int, ...] = (1, 64)
     episodes: int = 300
@@ -34,6 +42,8 @@ class Args:
     wandb_mode: Literal["online", "offline", "disabled"] = "disabled"
     wandb_dir: str = "wandb_runs"
     progress: bool = False
+    min_seconds: float = 1.0
+    """Cleanup: repeat the timed call until this long has passed"""
 
 
 def make_config(args: Args, seeds: int):
@@ -42,7 +52,67 @@ def make_config(args: Args, seeds: int):
                        chunk_episodes=args.chunk_episodes, eval_period=args.episodes)
 
 
+def random_play(env, num_envs: int, episodes: int):
+    """A jitted `f(key) -> checksum` playing `episodes` episodes in each of `num_envs`
+    environments with uniform random actions."""
+
+    def one_env(key):
+        def episode(total, key):
+            reset_key, steps_key = jax.random.split(key)
+            state, first = env.reset(reset_key)
+
+            def step(carry, k):
+                state, total = carry
+                action = jax.random.randint(k, (env.num_agents,), 0, env.num_actions)
+                state, ts = env.step(state, action)
+                return (state, total + jnp.sum(ts.observation) + jnp.sum(ts.reward)), None
+
+            keys = jax.random.split(steps_key, env.max_steps)
+            (_, total), _ = jax.lax.scan(step, (state, total + jnp.sum(first.observation)), keys)
+            return total, None
+
+        return jax.lax.scan(episode, jnp.zeros(()), jax.random.split(key, episodes))[0]
+
+    return jax.jit(lambda key: jax.vmap(one_env)(jax.random.split(key, num_envs)).sum())
+
+
+def env_main(args: Args) -> dict:
+    env = envs_jax.make(args.env)
+    rows = []
+    for num_envs in args.seeds:
+        play = random_play(env, num_envs, args.episodes)
+        start = time.perf_counter()
+        compiled = play.lower(jax.random.PRNGKey(0)).compile()
+        compile_s = time.perf_counter() - start
+        compiled(jax.random.PRNGKey(1)).block_until_ready()  # warm
+        calls, start = 0, time.perf_counter()
+        while calls == 0 or time.perf_counter() - start < args.min_seconds:
+            compiled(jax.random.PRNGKey(2 + calls)).block_until_ready()
+            calls += 1
+        seconds = time.perf_counter() - start
+        steps = calls * num_envs * args.episodes * env.max_steps
+        rows.append({"envs": num_envs, "env_steps_per_s": steps / seconds,
+                     "compile_s": compile_s, "seconds": seconds, "calls": calls})
+    for row in rows:
+        row["ratio_to_first"] = row["env_steps_per_s"] / rows[0]["env_steps_per_s"]
+    best = max(rows, key=lambda r: r["env_steps_per_s"])
+    payload = {"args": dataclasses.asdict(args), "device": str(jax.devices()[0]),
+               "machine": platform.machine(), "cpu_count": os.cpu_count(), "rows": rows,
+               "best": best}
+    write_json(args.out, payload)
+    print(f"\n{args.env}, random actions, observations rendered, on {payload['device']} "
+          f"({payload['cpu_count']} cpus)")
+    print(" envs  env-steps/s  compile_s  ratio to first")
+    for row in rows:
+        print(f"{row['envs']:>5}  {row['env_steps_per_s']:11.0f}  {row['compile_s']:9.1f}"
+              f"  {row['ratio_to_first']:15.2f}")
+    print(f"best: {best['env_steps_per_s']:.0f} env-steps/s at {best['envs']} environments")
+    return payload
+
+
 def main(args: Args) -> dict:
+    if args.env.startswith("cleanup"):
+        return env_main(args)
     configs = [make_config(args, n) for n in args.seeds]
     for config in configs:
         validate(config)

@@ -6,6 +6,7 @@ import inspect
 from typing import Any, Callable
 
 from envs_jax.base import MultiAgentEnv
+from envs_jax.cleanup import cleanup_7x7, cleanup_10x10
 from envs_jax.escape_room import EscapeRoom
 from envs_jax.matrix_games import MatrixGame
 
@@ -23,6 +24,8 @@ REGISTRY: dict[str, Callable[..., MultiAgentEnv]] = {
     "chicken": _matrix_game("chicken"),
     "stag_hunt": _matrix_game("stag_hunt"),
     "escape_room": EscapeRoom,
+    "cleanup_7x7": cleanup_7x7,
+    "cleanup_10x10": cleanup_10x10,
 }
 
 

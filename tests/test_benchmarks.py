@@ -117,3 +117,30 @@ def test_dot_flops_counts_every_matmul_and_scan_iteration():
 
     jaxpr = jax.make_jaxpr(jax.vmap(f, in_axes=(None, 0)))(jnp.ones((3, 3)), jnp.ones((7, 2, 3)))
     assert dot_flops(jaxpr) == 7 * (3 * 2 * 2 * 3 * 3 + 2 * 5 * 2 * 4 * 3)
+
+
+def test_cleanup_throughput_plays_and_renders_every_step(tmp_path):
+    """The benchmark's checksum is the sum of every observation and reward of the
+    episodes it plays, so no rendering can be optimised away; it equals a step-by-step
+    replay of the same random actions."""
+    import envs_jax
+
+    env = envs_jax.make("cleanup_7x7", max_steps=6)
+    checksum = float(throughput.random_play(env, 1, 2)(jax.random.PRNGKey(5)))
+    # The same draws as random_play, one step at a time.
+    key = jax.random.split(jax.random.PRNGKey(5), 1)[0]
+    total = 0.0
+    for episode_key in jax.random.split(key, 2):
+        reset_key, steps_key = jax.random.split(episode_key)
+        state, ts = env.reset(reset_key)
+        total += float(jnp.sum(ts.observation))
+        for k in jax.random.split(steps_key, env.max_steps):
+            action = jax.random.randint(k, (env.num_agents,), 0, env.num_actions)
+            state, ts = env.step(state, action)
+            total += float(jnp.sum(ts.observation) + jnp.sum(ts.reward))
+    np.testing.assert_allclose(checksum, total, rtol=1e-5)
+    out = tmp_path / "t.json"
+    payload = throughput.main(throughput.Args(env="cleanup_7x7", seeds=(1, 2), episodes=1,
+                                              min_seconds=0.0, out=str(out)))
+    assert [r["envs"] for r in payload["rows"]] == [1, 2]
+    assert json.loads(out.read_text())["best"]["env_steps_per_s"] > 0

@@ -80,7 +80,8 @@ def test_same_seed_gives_identical_results_twice():
 
 BAD_CONFIGS = [
     (dict(env="pd"),
-     r"unknown environment 'pd'; valid names: \['chicken', 'escape_room', 'ipd', 'stag_hunt'\]"),
+     r"unknown environment 'pd'; valid names: \['chicken', 'cleanup_10x10', 'cleanup_7x7', "
+     r"'escape_room', 'ipd', 'stag_hunt'\]"),
     (dict(env_params={"length": 3}), r"unknown parameter\(s\) \['length'\]"),
     (dict(seed=-1), r"seed must be an integer >= 0"),
     (dict(num_seeds=0), r"num_seeds must be an integer >= 1"),
