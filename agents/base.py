@@ -19,14 +19,18 @@ from flax import struct
 class AgentTrajectory:
     """One agent's view of one episode, time-major.
 
-    obs: f32[T, *obs_shape]; action: i32[T]; reward: f32[T] (r_env + r_inc, what the
-    agent learns from); mask: f32[T], 1 on steps that happened (episodes may end early).
+    obs, next_obs: f32[T, *obs_shape]; action: i32[T]; reward: f32[T] (what the agent
+    learns from: r_env + r_inc, or the team's r_env under shared rewards); done: f32[T]
+    1 where the step ended the episode by termination; mask: f32[T], 1 on steps that
+    happened (episodes may end early).
     """
 
     obs: jax.Array
     action: jax.Array
     reward: jax.Array
     mask: jax.Array
+    next_obs: jax.Array
+    done: jax.Array
 
 
 class Agent(Protocol):

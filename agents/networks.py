@@ -60,3 +60,20 @@ def incentive_inputs(obs: jax.Array, action: jax.Array, num_actions: int) -> jax
     """What an incentive function sees: every observation and the joint action
     one-hot, own action included. obs [B, N, *obs_shape], action i32[B, N]."""
     return jnp.concatenate([flat_obs(obs), joint_action_one_hot(action, num_actions)], -1)
+
+
+class ConvNet(nn.Module):
+    """Conv(filters, 3x3, stride 1, SAME) + ReLU -> flatten -> ReLU MLP -> head, for
+    image observations `[..., H, W, C]` (SPEC §2); orthogonal(sqrt 2), zero biases."""
+
+    filters: int
+    hidden: Sequence[int]
+    out: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.relu(nn.Conv(self.filters, (3, 3), padding="SAME",
+                            kernel_init=nn.initializers.orthogonal(SQRT2),
+                            bias_init=nn.initializers.zeros)(x))
+        x = x.reshape(x.shape[:-3] + (-1,))
+        return MLP(hidden=self.hidden, out=self.out)(x)

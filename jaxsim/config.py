@@ -27,8 +27,34 @@ class PGConfig:
 
 
 @dataclass(frozen=True)
+class ACConfig:
+    """Actor-critic agents for image observations (SPEC §2, Cleanup column): actor and
+    critic each Conv(conv_filters, 3x3, SAME) + ReLU -> hidden -> head; TD(0) critic
+    toward r + gamma (1 - d) V_target(o'), mean squared, with a Polyak target; the actor
+    follows the advantage of the just-updated critic, loss summed over steps."""
+
+    conv_filters: int = 6
+    hidden: tuple[int, ...] = (64, 64)
+    lr_actor: float = 1.959e-4
+    lr_critic: float = 7.445e-5
+    entropy_coef: float = 0.0814
+    gamma: float = 0.99
+    polyak: float = 0.01  # target <- (1 - polyak) target + polyak critic
+
+
+# The independent-AC baseline's own learning rates and entropy (SPEC §2).
+INDEPENDENT_AC = ACConfig(lr_actor=6.73e-4, lr_critic=5.54e-4, entropy_coef=0.1)
+
+
+@dataclass(frozen=True)
 class NoMechanismConfig:
     """No incentives: agents learn from the environment reward alone."""
+
+
+@dataclass(frozen=True)
+class SharedRewardConfig:
+    """No incentives, and every agent learns from the sum of all agents' environment
+    rewards: the paper's upper bound on Cleanup (SPEC §2)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +94,7 @@ class IDConfig:
     output_scale: float = 0.01  # orthogonal scale of the last layer: starts near zero
 
 
-MechanismConfig = Union[NoMechanismConfig, IQFlowConfig, IDConfig]
+MechanismConfig = Union[NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig]
 
 
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
@@ -88,7 +114,7 @@ class TrainConfig:
 
     env: str = "ipd"
     env_params: Mapping[str, Any] | tuple = ()  # stored as sorted (name, value) pairs
-    agent: PGConfig = field(default_factory=PGConfig)
+    agent: PGConfig | ACConfig = field(default_factory=PGConfig)
     mechanism: MechanismConfig = field(default_factory=IQFlowConfig)
     episodes: int = 3000
     chunk_episodes: int = 30  # episodes per compiled chunk; the host acts in between
@@ -98,6 +124,9 @@ class TrainConfig:
     num_seeds: int = 1
     seed: int = 0
     first_seed: int = 0  # this run trains seeds first_seed .. first_seed + num_seeds - 1
+    # Re-initialise the agents every this many episodes (a multiple of chunk_episodes)
+    # while the mechanism keeps learning; 0: never.
+    agent_reset_period: int = 0
     # float32 matmuls: "default" is JAX's (full f32 on CPU, TF32 on recent NVIDIA GPUs,
     # bf16 passes on TPU); "float32" forces full precision everywhere.
     matmul_precision: str = "default"
@@ -159,22 +188,42 @@ def validate(config: TrainConfig) -> None:
     _require(config.episodes % config.chunk_episodes == 0,
              f"episodes ({config.episodes}) must be a multiple of chunk_episodes "
              f"({config.chunk_episodes}) so that every chunk has the same compiled shape")
+    _require(_is_int(config.agent_reset_period) and config.agent_reset_period >= 0
+             and config.agent_reset_period % config.chunk_episodes == 0,
+             f"agent_reset_period ({config.agent_reset_period}) must be 0 (never) or a "
+             f"positive multiple of chunk_episodes ({config.chunk_episodes}): agents are "
+             "reset between chunks")
     _require(config.eval_period % config.chunk_episodes == 0,
              f"eval_period ({config.eval_period}) must be a multiple of chunk_episodes "
              f"({config.chunk_episodes}): evaluation runs between chunks")
 
     agent = config.agent
-    _require(isinstance(agent, PGConfig), f"unknown agent config {type(agent).__name__}")
+    _require(isinstance(agent, (PGConfig, ACConfig)),
+             f"unknown agent config {type(agent).__name__}; valid: PGConfig, ACConfig")
     _check_hidden("agent.hidden", agent.hidden)
+    if isinstance(agent, ACConfig):
+        _positive_int("agent.conv_filters", agent.conv_filters)
+        for name in ("lr_actor", "lr_critic"):
+            _finite_in(f"agent.{name}", getattr(agent, name), 0, math.inf, low_open=True)
+        _finite_in("agent.entropy_coef", agent.entropy_coef, 0, math.inf)
+        _finite_in("agent.gamma", agent.gamma, 0, 1)
+        _finite_in("agent.polyak", agent.polyak, 0, 1, low_open=True)
+        _require(len(env.observation_spec.shape) == 4,
+                 f"ACConfig's conv networks need image observations [N, H, W, C]; "
+                 f"{config.env} gives {env.observation_spec.shape}")
+        return _validate_mechanism(config, env)
     _finite_in("agent.lr", agent.lr, 0, math.inf, low_open=True)
     _finite_in("agent.entropy_coef", agent.entropy_coef, 0, math.inf)
     _finite_in("agent.gamma", agent.gamma, 0, 1)
     _require(agent.return_mode in ("reward_to_go", "discounted_reward"),
              f"agent.return_mode must be 'reward_to_go' or 'discounted_reward', "
              f"got {agent.return_mode!r}")
+    _validate_mechanism(config, env)
 
+
+def _validate_mechanism(config: TrainConfig, env) -> None:
     mech = config.mechanism
-    if isinstance(mech, NoMechanismConfig):
+    if isinstance(mech, (NoMechanismConfig, SharedRewardConfig)):
         return
     if isinstance(mech, IDConfig):
         _check_hidden("mechanism.incentive_hidden", mech.incentive_hidden)
@@ -185,7 +234,7 @@ def validate(config: TrainConfig) -> None:
         return
     _require(isinstance(mech, IQFlowConfig),
              f"unknown mechanism config {type(mech).__name__}; valid: "
-             "NoMechanismConfig, IQFlowConfig, IDConfig")
+             "NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig")
     _check_hidden("mechanism.incentive_hidden", mech.incentive_hidden)
     _check_hidden("mechanism.critic_hidden", mech.critic_hidden)
     for name in ("lr_incentive", "lr_coop", "lr_env", "lr_ind", "incentive_max"):
@@ -256,4 +305,26 @@ def escape_room(n_agents: int = 5, n_required: int = 2,
         chunk_episodes=250,
         eval_period=500,
     )
+    return base.replace(**overrides)
+
+
+CLEANUP_MAPS = ("7x7", "10x10")
+
+
+def cleanup(map_size: str = "7x7", alg: Literal["ac", "shared"] = "ac",
+            **overrides) -> TrainConfig:
+    """SPEC §1.3/§1.4 and §2: conv actor-critic agents, 20,000 episodes of 50 steps,
+    agents re-initialised every 1000 episodes, evaluated every 500. `ac`: independent
+    AC (its own learning rates and entropy 0.1); `shared`: every agent learns from the
+    team's environment reward (the upper bound), with the AC agents of IQ-Flow's runs."""
+    if map_size not in CLEANUP_MAPS:
+        raise ValueError(f"unknown Cleanup map {map_size!r}; valid: {list(CLEANUP_MAPS)}")
+    presets = {"ac": (INDEPENDENT_AC, NoMechanismConfig()),
+               "shared": (ACConfig(), SharedRewardConfig())}
+    if alg not in presets:
+        raise ValueError(f"unknown algorithm {alg!r} for Cleanup; valid: {list(presets)}")
+    agent, mechanism = presets[alg]
+    base = TrainConfig(env=f"cleanup_{map_size}", agent=agent, mechanism=mechanism,
+                       episodes=20000, chunk_episodes=100, eval_period=500,
+                       agent_reset_period=1000)
     return base.replace(**overrides)

@@ -21,6 +21,7 @@ from jaxsim.rollout import rollout
 from jaxsim.types import Trajectory, agent_view
 
 EVAL_KEY_SALT = 0x5EED
+AGENT_RESET_SALT = 0xA6E7
 
 
 @struct.dataclass
@@ -80,7 +81,9 @@ class Experiment:
             self.mechanism, "reads_agents", False) else {}  # ID only, by declaration
         mechanism_state, mechanism_metrics = self.mechanism.update(
             state.mechanism, traj, mechanism_key, **reads_agents)
-        agents, agent_metrics = jax.vmap(self.agent.update)(state.agents, agent_view(traj))
+        shared = getattr(self.mechanism, "shares_rewards", False)
+        agents, agent_metrics = jax.vmap(self.agent.update)(
+            state.agents, agent_view(traj, shared_reward=shared))
         metrics = episode_metrics(traj, self.env.num_actions)
         metrics.update(mechanism_metrics)
         metrics.update({f"agent/{k}": v for k, v in agent_metrics.items()})
@@ -88,10 +91,24 @@ class Experiment:
                                episode=state.episode + 1)
         return new_state, metrics
 
+    def maybe_reset_agents(self, state: TrainState) -> TrainState:
+        """Fresh agents at every `agent_reset_period`-th episode (never at episode 0);
+        their keys branch off the training key, the mechanism is untouched."""
+        period = self.config.agent_reset_period
+        if not period:
+            return state
+        due = (state.episode > 0) & (state.episode % period == 0)
+        keys = jax.random.split(jax.random.fold_in(state.key, AGENT_RESET_SALT),
+                                self.env.num_agents)
+        fresh = jax.vmap(self.agent.init)(keys)
+        agents = jax.tree.map(lambda f, a: jnp.where(due, f, a), fresh, state.agents)
+        return state.replace(agents=agents)
+
     def run_chunk(self, state: TrainState) -> tuple[TrainState, dict]:
         """`chunk_episodes` episode steps; metrics are averaged inside the chunk so
         memory does not grow with the run's length."""
         with matmul_precision_scope(self.config.matmul_precision):
+            state = self.maybe_reset_agents(state)
             state, metrics = jax.lax.scan(self.episode_step, state, None,
                                           length=self.config.chunk_episodes)
         return state, jax.tree.map(lambda m: m.mean(0), metrics)

@@ -28,13 +28,21 @@ class Trajectory:
     mask: jax.Array
 
 
-def agent_view(traj: Trajectory) -> AgentTrajectory:
+def agent_view(traj: Trajectory, shared_reward: bool = False) -> AgentTrajectory:
     """Split an episode into each agent's own data, agent axis first. Agents learn
-    from r_env + r_inc and see nothing of the others."""
+    from r_env + r_inc and see nothing of the others; with `shared_reward` every agent
+    learns from the sum of all agents' environment rewards (the paper's upper bound)."""
     num_agents = traj.action.shape[1]
+    per_agent = lambda x: jnp.broadcast_to(x, (num_agents,) + x.shape)
+    if shared_reward:
+        reward = per_agent(traj.reward.sum(axis=1))
+    else:
+        reward = (traj.reward + traj.incentive).T
     return AgentTrajectory(
         obs=jnp.moveaxis(traj.obs, 1, 0),
         action=traj.action.T,
-        reward=(traj.reward + traj.incentive).T,
-        mask=jnp.broadcast_to(traj.mask, (num_agents,) + traj.mask.shape),
+        reward=reward,
+        mask=per_agent(traj.mask),
+        next_obs=jnp.moveaxis(traj.next_obs, 1, 0),
+        done=per_agent(traj.done),
     )

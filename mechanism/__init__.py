@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxsim.config import IDConfig, IQFlowConfig, NoMechanismConfig
+from jaxsim.config import IDConfig, IQFlowConfig, NoMechanismConfig, SharedRewardConfig
 from mechanism.base import Mechanism
 
 
@@ -14,6 +14,8 @@ def make(config, env, replay_capacity: int, agent=None) -> Mechanism:
 
     if isinstance(config, NoMechanismConfig):
         return NoMechanism(env.num_agents)
+    if isinstance(config, SharedRewardConfig):
+        return NoMechanism(env.num_agents, shares_rewards=True)
     if isinstance(config, IDConfig):
         return IncentiveDesigner(config, env, agent)
     if isinstance(config, IQFlowConfig):
@@ -21,7 +23,7 @@ def make(config, env, replay_capacity: int, agent=None) -> Mechanism:
         return IQFlow(config, obs_shape, env.num_agents, env.num_actions, replay_capacity)
     raise ValueError(
         f"no mechanism for config type {type(config).__name__}; valid: "
-        "NoMechanismConfig, IQFlowConfig, IDConfig"
+        "NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig"
     )
 
 

@@ -1,4 +1,5 @@
-"""No mechanism: agents learn from the environment reward alone."""
+"""No mechanism: agents learn from the environment reward alone, or, with
+`shares_rewards`, each from the sum of everyone's (the shared-reward baseline)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ class NoMechanismState:
 
 
 class NoMechanism:
-    def __init__(self, num_agents: int):
+    def __init__(self, num_agents: int, shares_rewards: bool = False):
         self.num_agents = num_agents
+        self.shares_rewards = shares_rewards  # read by the engine's agent_view
 
     def init(self, key: jax.Array) -> NoMechanismState:
         del key

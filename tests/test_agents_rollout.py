@@ -34,7 +34,8 @@ def test_pg_step_raises_probability_of_rewarded_action():
     state = agent.init(jax.random.PRNGKey(0))
     obs = jnp.ones((4, 3))
     traj = AgentTrajectory(obs=obs, action=jnp.array([1, 1, 1, 1]),
-                           reward=jnp.array([1.0, 1.0, 1.0, 1.0]), mask=jnp.ones(4))
+                           reward=jnp.array([1.0, 1.0, 1.0, 1.0]), mask=jnp.ones(4),
+                           next_obs=obs, done=jnp.array([0.0, 0.0, 0.0, 1.0]))
     before = agent.policy(state.params, obs[0]).probs[1]
     new_state, metrics = agent.update(state, traj)
     after = agent.policy(new_state.params, obs[0]).probs[1]

@@ -1,0 +1,103 @@
+"""Actor-critic learner for image observations (SPEC §2, Cleanup): one update per
+episode.
+
+Critic: TD(0) toward y_t = r_t + gamma (1 - d_t) V_target(o'_t), mean squared over the
+episode's valid steps, Adam; then the target moves toward it by `polyak`. Actor: the
+advantage of the just-updated critic, A_t = r_t + gamma (1 - d_t) V(o'_t) - V(o_t),
+loss -sum_t log pi(a_t | o_t) A_t - entropy_coef sum_t H(pi(. | o_t)), Adam. The
+advantage's value terms are constants for the actor, but its reward is not: the ID
+baseline differentiates the actor's update with respect to the incentives in it.
+"""
+
+from __future__ import annotations
+
+import distrax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.base import AgentTrajectory
+from agents.networks import ConvNet
+from jaxsim.config import ACConfig
+
+
+@struct.dataclass
+class ACState:
+    """params: the actor's (all that `act` needs); the rest is the agent's own."""
+
+    params: dict
+    critic: dict
+    target_critic: dict
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+
+
+class ACAgent:
+    """One independent actor-critic learner; the engine stacks N on an agent axis."""
+
+    def __init__(self, config: ACConfig, obs_shape: tuple[int, ...], num_actions: int):
+        self.config = config
+        self.obs_shape = tuple(obs_shape)
+        self.num_actions = num_actions
+        self.actor = ConvNet(config.conv_filters, tuple(config.hidden), num_actions)
+        self.critic = ConvNet(config.conv_filters, tuple(config.hidden), 1)
+        self.actor_optimizer = optax.adam(config.lr_actor)
+        self.critic_optimizer = optax.adam(config.lr_critic)
+
+    def init(self, key: jax.Array) -> ACState:
+        actor_key, critic_key = jax.random.split(key)
+        example = jnp.zeros((1, *self.obs_shape), jnp.float32)
+        params = self.actor.init(actor_key, example)
+        critic = self.critic.init(critic_key, example)
+        return ACState(params=params, critic=critic, target_critic=critic,
+                       actor_opt=self.actor_optimizer.init(params),
+                       critic_opt=self.critic_optimizer.init(critic))
+
+    def policy(self, params, obs: jax.Array) -> distrax.Categorical:
+        return distrax.Categorical(logits=self.actor.apply(params, obs))
+
+    def act(self, params, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """Sample an action `i32[]` for one observation."""
+        return self.policy(params, obs).sample(seed=key).astype(jnp.int32)
+
+    def value(self, critic, obs: jax.Array) -> jax.Array:
+        return self.critic.apply(critic, obs)[..., 0]
+
+    def critic_loss(self, critic, target_critic, traj: AgentTrajectory) -> jax.Array:
+        next_v = jax.lax.stop_gradient(self.value(target_critic, traj.next_obs))
+        target = jax.lax.stop_gradient(traj.reward) + self.config.gamma * (1 - traj.done) * next_v
+        error = self.value(critic, traj.obs) - target
+        return jnp.sum(traj.mask * error**2) / jnp.maximum(traj.mask.sum(), 1.0)
+
+    def actor_loss(self, params, critic, traj: AgentTrajectory) -> tuple[jax.Array, dict]:
+        v = jax.lax.stop_gradient(self.value(critic, traj.obs))
+        next_v = jax.lax.stop_gradient(self.value(critic, traj.next_obs))
+        advantage = traj.reward + self.config.gamma * (1 - traj.done) * next_v - v
+        dist = self.policy(params, traj.obs)
+        entropy_sum = jnp.sum(traj.mask * dist.entropy())
+        pg_loss = -jnp.sum(traj.mask * dist.log_prob(traj.action) * advantage)
+        loss = pg_loss - self.config.entropy_coef * entropy_sum
+        steps = jnp.maximum(traj.mask.sum(), 1.0)
+        return loss, {"policy_loss": pg_loss, "entropy": entropy_sum / steps}
+
+    def update_critic(self, state: ACState, traj: AgentTrajectory):
+        loss, grads = jax.value_and_grad(self.critic_loss)(state.critic, state.target_critic,
+                                                           traj)
+        updates, critic_opt = self.critic_optimizer.update(grads, state.critic_opt,
+                                                           state.critic)
+        critic = optax.apply_updates(state.critic, updates)
+        target = optax.incremental_update(critic, state.target_critic, self.config.polyak)
+        return state.replace(critic=critic, target_critic=target, critic_opt=critic_opt), loss
+
+    def update_actor(self, state: ACState, traj: AgentTrajectory):
+        grads, metrics = jax.grad(self.actor_loss, has_aux=True)(state.params, state.critic,
+                                                                 traj)
+        updates, actor_opt = self.actor_optimizer.update(grads, state.actor_opt, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(params=params, actor_opt=actor_opt), metrics
+
+    def update(self, state: ACState, traj: AgentTrajectory) -> tuple[ACState, dict]:
+        state, critic_loss = self.update_critic(state, traj)
+        state, metrics = self.update_actor(state, traj)
+        return state, {**metrics, "critic_loss": critic_loss}

@@ -1,0 +1,90 @@
+"""Actor-critic agents on Cleanup through the engine: the baselines' presets, agent
+resets, shared rewards, and vmapped seeds against separate runs."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from agents.base import AgentTrajectory  # noqa: F401  (the agents' interface)
+from jaxsim.config import ACConfig, cleanup, validate
+from jaxsim.runner import run
+from jaxsim.train import Experiment, seed_keys
+from jaxsim.types import Trajectory, agent_view
+from tests.test_engine import assert_trees_equal
+
+TINY_AC = ACConfig(conv_filters=2, hidden=(8,))
+
+
+def tiny(alg="ac", **overrides):
+    base = dict(episodes=4, chunk_episodes=2, eval_period=2, eval_episodes=2, num_seeds=2,
+                agent_reset_period=0, env_params={"max_steps": 6})
+    base.update(overrides)
+    config = cleanup("7x7", alg, **base)
+    return config.replace(agent=TINY_AC) if "agent" not in overrides else config
+
+
+def test_presets_and_bad_values():
+    ac, shared = cleanup("7x7", "ac"), cleanup("10x10", "shared")
+    assert ac.agent.lr_actor == 6.73e-4 and ac.agent.entropy_coef == 0.1
+    assert shared.agent.lr_actor == 1.959e-4 and shared.env == "cleanup_10x10"
+    assert ac.episodes == 20000 and ac.agent_reset_period == 1000 and ac.eval_period == 500
+    validate(ac)
+    with pytest.raises(ValueError, match="unknown Cleanup map"):
+        cleanup("5x5")
+    with pytest.raises(ValueError, match="agent_reset_period .* multiple of chunk_episodes"):
+        validate(ac.replace(agent_reset_period=150))
+    with pytest.raises(ValueError, match="conv networks need image observations"):
+        validate(ac.replace(env="ipd", env_params={}))
+
+
+def test_shared_reward_gives_every_agent_the_team_reward():
+    traj = Trajectory(obs=np.zeros((3, 2, 1)), action=np.zeros((3, 2), np.int32),
+                      reward=np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]),
+                      incentive=np.full((3, 2), 0.5), next_obs=np.zeros((3, 2, 1)),
+                      done=np.array([0.0, 0.0, 1.0]), mask=np.ones(3))
+    np.testing.assert_allclose(agent_view(traj, shared_reward=True).reward,
+                               [[1.0, 2.0, 2.0], [1.0, 2.0, 2.0]])
+    np.testing.assert_allclose(agent_view(traj).reward, [[1.5, 0.5, 1.5], [0.5, 2.5, 1.5]])
+    np.testing.assert_allclose(agent_view(traj).done, [[0, 0, 1], [0, 0, 1]])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("alg", ["shared"])  # "ac" is the same agent, less code
+def test_vmapped_seeds_equal_separate_runs(alg):
+    config = tiny(alg)
+    both = run(config, progress=False)
+    for seed in range(2):
+        alone = run(config.replace(num_seeds=1, first_seed=seed), progress=False)
+        np.testing.assert_allclose(alone.metrics["return"][:, 0],
+                                   both.metrics["return"][:, seed], rtol=1e-6)
+        np.testing.assert_allclose(alone.eval_metrics["eval/return"][:, 0],
+                                   both.eval_metrics["eval/return"][:, seed], rtol=1e-6)
+    assert np.isfinite(both.metrics["agent/critic_loss"]).all()
+
+
+@pytest.mark.timeout(300)
+def test_agents_are_reset_every_period_and_only_then():
+    config = tiny(agent_reset_period=2, num_seeds=1)
+    experiment = Experiment(config)
+    state = jax.jit(jax.vmap(experiment.init))(seed_keys(config))
+    chunk = jax.jit(jax.vmap(experiment.run_chunk))
+    first = jax.tree.map(np.asarray, state.agents)
+    state, _ = chunk(state)  # episodes 0-1: no reset at episode 0, agents learn
+    trained = jax.tree.map(np.asarray, state.agents.params)
+    reset = jax.jit(jax.vmap(experiment.maybe_reset_agents))(state)  # at episode 2
+    fresh = jax.tree.map(np.asarray, reset.agents)
+    kernels = [(a, b) for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(fresh.params),
+                                      strict=True) if a.ndim > 2]  # batched weight matrices
+    assert kernels and all(not np.array_equal(a, b) for a, b in kernels)
+    # Fresh agents: optimiser counts back to zero, new weights unlike the first ones.
+    counts = [leaf for leaf in jax.tree.leaves(fresh.actor_opt) if leaf.dtype == np.int32]
+    assert counts and all(int(c.max()) == 0 for c in counts)
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(first.params), jax.tree.leaves(fresh.params), strict=True))
+    assert_trees_equal(reset.mechanism, state.mechanism)
+    # Off the period nothing is touched.
+    config3 = config.replace(agent_reset_period=4)
+    kept = jax.jit(jax.vmap(Experiment(config3).maybe_reset_agents))(state)
+    assert_trees_equal(kept.agents, state.agents)
