@@ -55,6 +55,51 @@ def mean_ci95(values) -> dict[str, Any]:
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": int(values.size)}
 
 
+def summarise(eval_episodes, returns, threshold: float | None) -> dict:
+    """The curve's figures from the evaluated returns `[evals, seeds]`; the first
+    evaluation whose mean reaches `threshold` (None: not asked)."""
+    returns = np.asarray(returns, float).reshape(len(eval_episodes), -1)
+    stats = [mean_ci95(row) for row in returns]
+    means = np.array([s["mean"] for s in stats])
+    reached = np.flatnonzero(means >= threshold) if threshold is not None else []
+    return {
+        "eval_episodes": [int(e) for e in eval_episodes],
+        "eval_return_mean": means.round(4).tolist(),
+        "eval_return_ci95": [np.round(s["ci95"], 4).tolist() for s in stats],
+        "eval_return_per_seed": returns.round(4).tolist(),
+        "final_return_mean": float(means[-1]) if len(means) else None,
+        "final_return_per_seed": returns[-1].round(3).tolist() if len(means) else [],
+        "first_episode_at_or_above": int(eval_episodes[reached[0]]) if len(reached) else None,
+        "threshold": threshold,
+    }
+
+
+def print_learning_table(title: str, results: dict, threshold: float | None = None) -> None:
+    """The last lines of a learning benchmark: one row per algorithm."""
+    first = "first_eval" + (f">={threshold:g}" if threshold is not None else "")
+    print(f"\n{title}")
+    print(f"alg      seeds  episodes  final_return  {first:>16}  episodes/s  env-steps/s"
+          "  compile_s")
+    dash = lambda value, fmt: "-" if value is None else format(value, fmt)
+    for alg, r in results.items():
+        final = float("nan") if r["final_return_mean"] is None else r["final_return_mean"]
+        print(f"{alg:<8} {r['seeds']:5d} {r['episodes']:9d} {final:13.2f}"
+              f"  {dash(r['first_episode_at_or_above'], 'd'):>16}"
+              f"  {dash(r['episodes_per_s'], '.1f'):>10}  {dash(r['env_steps_per_s'], '.0f'):>11}"
+              f"  {r['compile_s']:9.1f}")
+
+
+def plot_return_curves(ax, results: dict) -> None:
+    """Each algorithm's mean evaluated return and its 95% interval across seeds."""
+    for alg, r in results.items():
+        x, mean = np.array(r["eval_episodes"]), np.array(r["eval_return_mean"])
+        ci = np.array(r["eval_return_ci95"]).reshape(-1, 2)
+        ax.plot(x, mean, label=f"{alg} ({r['seeds']} seeds)")
+        ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.25)
+    ax.set_xlabel("episode")
+    ax.set_ylabel("total environment return (eval)")
+
+
 def write_json(path: str | None, payload: dict) -> None:
     if not path:
         return

@@ -21,7 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import RunArgs, mean_ci95, run_options, write_json
+from benchmarks.common import (RunArgs, plot_return_curves, print_learning_table,
+                               run_options, summarise, write_json)
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room, validate
 from jaxsim.runner import run
@@ -66,24 +67,6 @@ def per_action(paid, taken) -> list:
     """Mean incentive an agent received per time it took each action (NaN: never)."""
     paid, taken = np.asarray(paid, float), np.asarray(taken, float)
     return np.where(taken > 0, paid / np.maximum(taken, 1e-12), np.nan).round(4).tolist()
-
-
-def summarise(eval_episodes, returns, threshold: float) -> dict:
-    """The curve's figures from the evaluated returns `[evals, seeds]`."""
-    returns = np.asarray(returns, float).reshape(len(eval_episodes), -1)
-    stats = [mean_ci95(row) for row in returns]
-    means = np.array([s["mean"] for s in stats])
-    reached = np.flatnonzero(means >= threshold)
-    return {
-        "eval_episodes": [int(e) for e in eval_episodes],
-        "eval_return_mean": means.round(4).tolist(),
-        "eval_return_ci95": [np.round(s["ci95"], 4).tolist() for s in stats],
-        "eval_return_per_seed": returns.round(4).tolist(),
-        "final_return_mean": float(means[-1]) if len(means) else None,
-        "final_return_per_seed": returns[-1].round(3).tolist() if len(means) else [],
-        "first_episode_at_or_above": int(eval_episodes[reached[0]]) if len(reached) else None,
-        "threshold": threshold,
-    }
 
 
 def run_one(args: Args, alg: str, threshold: float) -> dict:
@@ -156,14 +139,8 @@ def plot(args: Args, results: dict, optimum: float) -> None:
     os.makedirs(args.plots, exist_ok=True)
     tag = f"er_{args.n}_{args.m}"
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for alg, r in results.items():
-        x, mean = np.array(r["eval_episodes"]), np.array(r["eval_return_mean"])
-        ci = np.array(r["eval_return_ci95"]).reshape(-1, 2)
-        ax.plot(x, mean, label=f"{alg} ({r['seeds']} seeds)")
-        ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.25)
+    plot_return_curves(ax, results)
     ax.axhline(optimum, color="k", lw=0.6, ls="--", label=f"optimum {optimum:g}")
-    ax.set_xlabel("episode")
-    ax.set_ylabel("total environment return (eval)")
     ax.set_title(f"ER({args.n}, {args.m}): mean and 95% CI across seeds")
     ax.legend()
     fig.tight_layout()
@@ -224,15 +201,7 @@ def main(args: Args) -> dict:
     optimum, results = payload["optimum"], payload["algorithms"]
     write_json(args.out, payload)
     plot(args, results, optimum)
-    print(f"\nER({args.n}, {args.m}), optimum {optimum}")
-    print("alg      seeds  episodes  final_return  first_eval>=%-4g  episodes/s  compile_s"
-          % (optimum - 1))
-    for alg, r in results.items():
-        first = "-" if r["first_episode_at_or_above"] is None else r["first_episode_at_or_above"]
-        final = float("nan") if r["final_return_mean"] is None else r["final_return_mean"]
-        rate = "-" if r["episodes_per_s"] is None else f"{r['episodes_per_s']:.1f}"
-        print(f"{alg:<8} {r['seeds']:5d} {r['episodes']:9d} {final:13.2f}  {first!s:>16}"
-              f"  {rate:>10}  {r['compile_s']:9.1f}")
+    print_learning_table(f"ER({args.n}, {args.m}), optimum {optimum}", results, optimum - 1)
     return payload
 
 

@@ -88,12 +88,14 @@ def run(
     experiment = Experiment(config)
     logger = WandbLogger(wandb_mode, project=wandb_project, name=wandb_name,
                          group=wandb_group, config=config_json(config), directory=wandb_dir)
-    state = jax.jit(jax.vmap(experiment.init))(seed_keys(config))
+    init, keys = jax.vmap(experiment.init), seed_keys(config)
     rows, evals, eval_at, ends, probes = [], [], [], [], []
     episode = 0
     earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
-    if resume:
-        state, history, meta = checkpointer.restore(state)  # refuses before compiling
+    if not resume:
+        state = jax.jit(init)(keys)
+    else:  # restored into the state's shapes alone: no fresh state is built first
+        state, history, meta = checkpointer.restore(jax.eval_shape(init, keys))
         rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
         ends = [int(e) for e in history["ends"]]
         eval_at = [int(e) for e in history.get("eval_at", [])]

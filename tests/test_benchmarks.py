@@ -1,5 +1,6 @@
 """The benchmarks run end to end on a tiny budget and write what they promise."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -144,3 +145,24 @@ def test_cleanup_throughput_plays_and_renders_every_step(tmp_path):
                                               min_seconds=0.0, out=str(out)))
     assert [r["envs"] for r in payload["rows"]] == [1, 2]
     assert json.loads(out.read_text())["best"]["env_steps_per_s"] > 0
+
+
+def test_cleanup_benchmark_writes_curves_and_refuses_what_is_not_built(tmp_path):
+    from benchmarks import cleanup as cleanup_bench
+
+    out = tmp_path / "c.json"
+    args = cleanup_bench.Args(alg="shared", seeds=1, episodes=2, chunk_episodes=1,
+                              eval_period=1, agent_reset_period=0, out=str(out),
+                              plots=str(tmp_path / "plots"), wandb_mode="disabled",
+                              progress=False)
+    cleanup_bench.main(args)
+    result = json.loads(out.read_text())["algorithms"]["shared"]
+    assert result["eval_episodes"] == [1, 2] and result["seeds"] == 1
+    for key in ("eval_return_mean", "eval_return_ci95", "final_return_mean",
+                "first_episode_at_or_above", "episodes_per_s", "compile_s",
+                "incentive_mean_per_agent"):
+        assert key in result
+    assert result["incentive_mean_per_agent"] == [0.0, 0.0]
+    assert os.path.exists(tmp_path / "plots" / "cleanup_7x7_returns.png")
+    with pytest.raises(ValueError, match="not built yet"):
+        cleanup_bench.main(dataclasses.replace(args, alg="iqflow"))
