@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -16,7 +18,10 @@ class Trajectory:
     obs, next_obs: f32[T, N, *obs_shape]; action: i32[T, N];
     reward: f32[T, N] environment reward; incentive: f32[T, N] r_inc given at rollout;
     done: f32[T] 1 where the step ended the episode by termination;
-    mask: f32[T] 1 on steps that happened, 0 on the padding after an early end.
+    mask: f32[T] 1 on steps that happened, 0 on the padding after an early end;
+    compact, compact_next: for environments with `compact(state)` (Cleanup), what a
+    replay buffer stores instead of obs / next_obs (`env.render(*compact)` gives them
+    back); None for the others.
     """
 
     obs: jax.Array
@@ -26,6 +31,8 @@ class Trajectory:
     next_obs: jax.Array
     done: jax.Array
     mask: jax.Array
+    compact: Any = None
+    compact_next: Any = None
 
 
 def agent_view(traj: Trajectory, shared_reward: bool = False) -> AgentTrajectory:

@@ -39,6 +39,32 @@ class ReplayBuffer:
         return jax.tree.leaves(self.data)[0].shape[0]
 
 
+def example_transition(env, compact: bool = False) -> Transition:
+    """One all-agents transition of `env`'s shapes and the dtypes a buffer stores.
+    compact: observations as `env.compact(state)` (Cleanup: the u8 map and i8
+    positions, rendered again at sampling) and the action and done as small integers."""
+    n = env.num_agents
+    if compact:
+        state, _ = env.reset(jax.random.PRNGKey(0))
+        obs = jax.tree.map(jnp.zeros_like, env.compact(state))
+        return Transition(obs=obs, action=jnp.zeros((n,), jnp.int8),
+                          reward=jnp.zeros((n,), jnp.float32), next_obs=obs,
+                          done=jnp.zeros((), jnp.uint8))
+    obs = jnp.zeros((n, *env.observation_spec.shape[1:]), jnp.float32)
+    return Transition(obs=obs, action=jnp.zeros((n,), jnp.int32),
+                      reward=jnp.zeros((n,), jnp.float32), next_obs=obs,
+                      done=jnp.zeros((), jnp.float32))
+
+
+def render_rows(env, rows: Transition) -> Transition:
+    """Rows sampled from a compact buffer with their observations rendered, action
+    int32 and done float32, i.e. what the learners read."""
+    render = jax.vmap(env.render)
+    return rows.replace(obs=render(*rows.obs), next_obs=render(*rows.next_obs),
+                        action=rows.action.astype(jnp.int32),
+                        done=rows.done.astype(jnp.float32))
+
+
 def init(example: Transition, capacity: int) -> ReplayBuffer:
     data = jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example)
     zero = jnp.zeros((), jnp.int32)
@@ -59,6 +85,11 @@ def add(buffer: ReplayBuffer, items: Transition, mask: jax.Array) -> ReplayBuffe
         size=jnp.minimum(buffer.size + added, capacity),
         cursor=(buffer.cursor + added) % capacity,
     )
+
+
+def bytes_per_row(buffer: ReplayBuffer) -> int:
+    """Bytes one stored transition takes, over every array of the buffer."""
+    return int(sum(leaf[0].nbytes for leaf in jax.tree.leaves(buffer.data)))
 
 
 def gather(buffer: ReplayBuffer, rows: jax.Array) -> Transition:
