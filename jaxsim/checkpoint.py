@@ -47,6 +47,16 @@ def _config_differences(saved: dict, current: dict) -> list[str]:
             if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
 
 
+def _leaf_name(path) -> str:
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return ".".join(parts)
+
+
 class Checkpointer:
     """Saves and restores one run's checkpoints under `directory` (one folder per
     episode count)."""
@@ -79,6 +89,26 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.close()
 
+    def _shape_differences(self, episode: int, abstract_state) -> list[str]:
+        """Leaves whose saved shape differs from `abstract_state`'s, read from the
+        checkpoint's metadata alone, so that a mismatch is named before any restore."""
+        reader = ocp.CheckpointManager(self.directory, item_handlers={
+            "state": ocp.StandardCheckpointHandler()})
+        try:
+            saved = reader.item_metadata(episode)["state"]
+        except Exception:  # noqa: BLE001 - unreadable metadata: restore() says why
+            return []
+        finally:
+            reader.close()
+        saved = {_leaf_name(path): tuple(leaf.shape)
+                 for path, leaf in jax.tree_util.tree_leaves_with_path(saved)
+                 if hasattr(leaf, "shape")}
+        wanted = {_leaf_name(path): tuple(leaf.shape)
+                  for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state)}
+        return [f"{name}: checkpoint {saved[name]} vs now {shape}"
+                for name, shape in wanted.items()
+                if name in saved and saved[name] != shape][:8]
+
     def restore(self, abstract_state, episode: int | None = None):
         """(state, history, meta) of checkpoint `episode` (default: the latest)."""
         steps = self.steps()
@@ -99,6 +129,13 @@ class Checkpointer:
         if differences:
             raise CheckpointError(f"checkpoint {where} was written by another config:\n  "
                                   + "\n  ".join(differences))
+        mismatched = self._shape_differences(episode, abstract_state)
+        if mismatched:
+            raise CheckpointError(
+                f"checkpoint {where} holds a state of other shapes than this config builds "
+                "(a replay buffer that holds every transition grows with `episodes`: resume "
+                "with the run's own `episodes`, and use stop_after to end a sitting early):"
+                "\n  " + "\n  ".join(mismatched))
         try:
             restored = self.manager.restore(episode, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),

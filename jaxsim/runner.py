@@ -95,7 +95,11 @@ def run(
     if not resume:
         state = jax.jit(init)(keys)
     else:  # restored into the state's shapes alone: no fresh state is built first
-        state, history, meta = checkpointer.restore(jax.eval_shape(init, keys))
+        try:
+            state, history, meta = checkpointer.restore(jax.eval_shape(init, keys))
+        except Exception:
+            checkpointer.close()  # its async writer must not outlive a refused resume
+            raise
         rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
         ends = [int(e) for e in history["ends"]]
         eval_at = [int(e) for e in history.get("eval_at", [])]

@@ -56,6 +56,12 @@ def test_wrong_config_and_damaged_checkpoints_are_refused(tmp_path):
     other = config().replace(seed=8)
     with pytest.raises(CheckpointError, match="(?s)another config.*seed: checkpoint 7 vs now 8"):
         run(other, progress=False, checkpoint_dir=directory, resume=True)
+    # A longer run whose replay buffer (every transition) would be larger: the shapes
+    # are named from the checkpoint's metadata before anything is restored.
+    assert config().mechanism.replay_capacity is None
+    with pytest.raises(CheckpointError, match=r"(?s)other shapes.*buffer.*vs now \(2, 600"):
+        run(config().replace(episodes=120), progress=False, checkpoint_dir=directory,
+            resume=True)
     # An existing run is not overwritten by a fresh start.
     with pytest.raises(ValueError, match="already holds checkpoints"):
         run(config(), progress=False, checkpoint_dir=directory)
