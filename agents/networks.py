@@ -34,32 +34,47 @@ class MLP(nn.Module):
                         bias_init=nn.initializers.zeros)(x)
 
 
-def init_stacked(module: nn.Module, key: jax.Array, num: int, example: jax.Array):
-    """`num` independent initialisations of `module`, stacked on a leading axis."""
-    return jax.vmap(lambda k: module.init(k, example))(jax.random.split(key, num))
+class JointNet(nn.Module):
+    """A network over every agent's observation `obs [B, N, *obs_shape]` and a vector
+    `extra [B, E]` (actions), for critics and incentive functions.
 
+    conv_filters 0: an MLP over concat(flat obs, extra) (layers named as `MLP`'s, so
+    its parameters are the same tree). conv_filters > 0 (image observations): one
+    Conv(filters, 3x3, SAME) + ReLU over each agent's image, flattened and joined over
+    agents -> Dense(hidden[0]) + ReLU -> concat extra -> the other hidden layers -> out
+    (SPEC §3, Cleanup). Orthogonal(sqrt 2) weights, zero biases; `output_scale` for
+    the last layer.
+    """
 
-def apply_stacked(module: nn.Module, params, x: jax.Array, axis: int = -2) -> jax.Array:
-    """Apply stacked parameters `[n, ...]` to `x` whose axis `axis` has size n: one
-    network per slice (e.g. one Q head per agent)."""
-    return jax.vmap(module.apply, in_axes=(0, axis), out_axes=axis)(params, x)
+    hidden: Sequence[int]
+    out: int
+    conv_filters: int = 0
+    output_scale: float = SQRT2
 
-
-def flat_obs(obs: jax.Array) -> jax.Array:
-    """[B, N, *obs_shape] -> [B, N * prod(obs_shape)]: every agent's observation."""
-    return obs.reshape(obs.shape[0], -1)
+    @nn.compact
+    def __call__(self, obs: jax.Array, extra: jax.Array | None = None) -> jax.Array:
+        dense = lambda width, scale=SQRT2: nn.Dense(
+            width, kernel_init=nn.initializers.orthogonal(scale),
+            bias_init=nn.initializers.zeros)
+        hidden = list(self.hidden)
+        extras = [] if extra is None else [extra]
+        if self.conv_filters:
+            features = nn.relu(nn.Conv(self.conv_filters, (3, 3), padding="SAME",
+                                       kernel_init=nn.initializers.orthogonal(SQRT2),
+                                       bias_init=nn.initializers.zeros)(obs))
+            x = nn.relu(dense(hidden.pop(0))(features.reshape(obs.shape[0], -1)))
+            x = jnp.concatenate([x, *extras], -1)
+        else:
+            x = jnp.concatenate([obs.reshape(obs.shape[0], -1), *extras], -1)
+        for width in hidden:
+            x = nn.relu(dense(width)(x))
+        return dense(self.out, self.output_scale)(x)
 
 
 def joint_action_one_hot(action: jax.Array, num_actions: int) -> jax.Array:
     """i32[B, N] -> f32[B, N * A]."""
     one_hot = jax.nn.one_hot(action, num_actions, dtype=jnp.float32)
     return one_hot.reshape(action.shape[0], -1)
-
-
-def incentive_inputs(obs: jax.Array, action: jax.Array, num_actions: int) -> jax.Array:
-    """What an incentive function sees: every observation and the joint action
-    one-hot, own action included. obs [B, N, *obs_shape], action i32[B, N]."""
-    return jnp.concatenate([flat_obs(obs), joint_action_one_hot(action, num_actions)], -1)
 
 
 class ConvNet(nn.Module):

@@ -1,15 +1,18 @@
 """Cleanup: the paper's Figs. 7-9 (SPEC §1.3, §1.4, §2, §5).
 
     python -m benchmarks.cleanup --alg all --seeds 8 --episodes 2000 --out cleanup.json
+    python -m benchmarks.cleanup --ablation --seeds 8 --episodes 2000   # Fig. 8
 
 Trains each algorithm's agents on one map for every seed in one compiled program and
 writes the learning curves of the total environment return (mean and 95% interval
 across seeds, evaluated every `--eval-period` episodes), the incentive each agent
 received over training, and a JSON with the Escape Room benchmark's keys plus
-`incentive_mean_per_agent`. Algorithms so far: `ac` (independent actor-critic agents)
-and `shared` (the same agents learning from the team's reward, the upper bound).
-IQ-Flow and ID on Cleanup are not built yet: asking for them fails before anything
-compiles. Ctrl-C stops a run cleanly after the current chunk and writes what it has.
+`incentive_mean_per_agent`. Algorithms: `iqflow` (IQ-Flow with conv critics and
+incentive net), `ac` (independent actor-critic agents) and `shared` (the same agents
+learning from the team's reward, the upper bound); `--ablation` runs IQ-Flow with
+c1 = c2 = 0, with c1 = 0, and with both costs (Fig. 8). ID on Cleanup is not built
+yet: asking for it fails before anything compiles. Ctrl-C stops a run cleanly after
+the current chunk and writes what it has.
 """
 
 from __future__ import annotations
@@ -21,37 +24,51 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, plot_return_curves, print_learning_table,
-                               run_options, summarise, write_json)
+from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_curves,
+                               print_learning_table, run_options, summarise, write_json)
+from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup, validate
 from jaxsim.runner import run
 
-ALGORITHMS = ("ac", "shared")
-NOT_BUILT = ("iqflow", "id")
+ALGORITHMS = ("iqflow", "ac", "shared")
+NOT_BUILT = ("id",)
+# Fig. 8: IQ-Flow without its costs, without cost 1, and as specified.
+ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow": (None, None)}
 
 
 @dataclass
 class Args(RunArgs):
     map: Literal["7x7", "10x10"] = "7x7"
-    alg: Literal["ac", "shared", "all", "iqflow", "id"] = "ac"
+    alg: Literal["iqflow", "ac", "shared", "all", "id"] = "iqflow"
     episodes: int = 20000
     chunk_episodes: int = 100
     eval_period: int = 500
     agent_reset_period: int = 1000
     """fresh agents every this many episodes (0: never)"""
+    ablation: bool = False
+    """IQ-Flow's cost ablation (Fig. 8) instead of --alg"""
     threshold: float | None = None
     """report the first evaluation whose mean return reaches this"""
     plots: str = "runs/cleanup"
 
 
 def make_config(args: Args, alg: str):
-    return cleanup(args.map, alg, num_seeds=args.seeds, seed=args.seed,
-                   first_seed=args.first_seed, matmul_precision=args.matmul_precision,
-                   episodes=args.episodes, chunk_episodes=args.chunk_episodes,
-                   eval_period=args.eval_period, agent_reset_period=args.agent_reset_period)
+    config = cleanup(args.map, alg if alg in ALGORITHMS else "iqflow", num_seeds=args.seeds,
+                     seed=args.seed, first_seed=args.first_seed,
+                     matmul_precision=args.matmul_precision, episodes=args.episodes,
+                     chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
+                     agent_reset_period=args.agent_reset_period)
+    if alg in ABLATION:
+        c1, c2 = ABLATION[alg]
+        mech = config.mechanism
+        config = config.replace(mechanism=dataclasses.replace(
+            mech, c1=mech.c1 if c1 is None else c1, c2=mech.c2 if c2 is None else c2))
+    return config
 
 
 def algorithms(args: Args) -> list[str]:
+    if args.ablation:
+        return list(ABLATION)
     if args.alg in NOT_BUILT:
         raise ValueError(f"--alg {args.alg} on Cleanup is not built yet (issue 4, item 3); "
                          f"available: {', '.join(ALGORITHMS)}, all")
@@ -64,6 +81,12 @@ def run_one(args: Args, alg: str) -> dict:
                  wandb_group=f"cleanup-{args.map}", **run_options(args, alg))
     returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
     incentive = result.metrics.get("incentive_per_agent")  # [chunks, seeds, N]
+    figures = {}
+    if len(result.episodes):
+        last = result.episodes > 0.9 * result.episodes[-1]
+        paid, taken = incentive_sums(result.metrics, last)
+        figures = {"incentive_by_action": per_action(paid, taken),
+                   "actions_taken_by_action": taken.round(4).tolist()}
     return {
         "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
         "episodes_planned": config.episodes,
@@ -78,6 +101,7 @@ def run_one(args: Args, alg: str) -> dict:
                                       if incentive is not None else []),
         "incentive_mean_per_agent": (incentive.mean((0, 1)).round(5).tolist()
                                      if incentive is not None and len(incentive) else []),
+        **figures,
         "episodes_per_s": result.timing["episodes_per_s"],
         "env_steps_per_s": result.timing["env_steps_per_s"],
         "compile_s": result.timing["compile_s"],
@@ -100,7 +124,38 @@ def plot(args: Args, results: dict) -> None:
     ax.set_title(f"Cleanup {args.map}: mean and 95% CI across seeds")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(args.plots, f"cleanup_{args.map}_returns.png"), dpi=110)
+    name = "ablation" if args.ablation else "returns"
+    fig.savefig(os.path.join(args.plots, f"cleanup_{args.map}_{name}.png"), dpi=110)
+    plt.close(fig)
+
+    paying = {a: r for a, r in results.items()
+              if a.startswith(("iqflow", "id")) and r["incentive_per_agent_curve"]}
+    if not paying:
+        return
+    fig, axes = plt.subplots(2, len(paying), figsize=(5.5 * len(paying), 7), squeeze=False)
+    for col, (alg, r) in enumerate(paying.items()):
+        ax = axes[0, col]  # Fig. 9: the incentive each agent received per episode
+        curve = np.asarray(r["incentive_per_agent_curve"])
+        for agent in range(curve.shape[1]):
+            ax.plot(r["train_episodes"], curve[:, agent], label=f"agent {agent}")
+        ax.set_xlabel("episode")
+        ax.set_ylabel("incentive received per episode")
+        ax.set_title(f"{alg}: incentives over training")
+        ax.legend()
+        ax = axes[1, col]  # per action taken, last 10% of training
+        table = np.nan_to_num(np.asarray(r["incentive_by_action"], float))  # [N, A]
+        width = 0.8 / table.shape[0]
+        for agent in range(table.shape[0]):
+            ax.bar(np.arange(table.shape[1]) + agent * width, table[agent], width,
+                   label=f"agent {agent}")
+        ax.set_xticks(np.arange(table.shape[1]) + 0.4 - width / 2, ACTION_NAMES,
+                      rotation=30)
+        ax.set_ylabel("incentive per action taken")
+        ax.set_title(f"{alg}: by action, last 10% of training")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.plots, f"cleanup_{args.map}_{name}_incentives.png"),
+                dpi=110)
     plt.close(fig)
 
 

@@ -100,6 +100,30 @@ def plot_return_curves(ax, results: dict) -> None:
     ax.set_ylabel("total environment return (eval)")
 
 
+def machine_info() -> dict:
+    """What a benchmark's figures were measured on, for its JSON."""
+    import platform
+
+    import jax
+
+    return {"device": str(jax.devices()[0]), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "jax_version": jax.__version__}
+
+
+def incentive_sums(metrics: dict, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per agent and action `[N, A]`, averaged over the seeds and the chunks in `last`:
+    the incentive paid per episode and the times the action was taken per episode."""
+    paid = metrics["incentive_by_action_sum"][last].mean(axis=(0, 1))
+    taken = (metrics["action_freq"] * metrics["episode_length"][..., None, None])[last]
+    return paid, taken.mean(axis=(0, 1))
+
+
+def per_action(paid, taken) -> list:
+    """Mean incentive an agent received per time it took each action (NaN: never)."""
+    paid, taken = np.asarray(paid, float), np.asarray(taken, float)
+    return np.where(taken > 0, paid / np.maximum(taken, 1e-12), np.nan).round(4).tolist()
+
+
 def write_json(path: str | None, payload: dict) -> None:
     if not path:
         return

@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, plot_return_curves, print_learning_table,
-                               run_options, summarise, write_json)
+from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_curves,
+                               print_learning_table, run_options, summarise, write_json)
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room, validate
 from jaxsim.runner import run
@@ -53,20 +53,6 @@ def make_config(args: Args, alg: str):
     if args.episodes is not None:
         overrides["episodes"] = args.episodes
     return escape_room(args.n, args.m, ALGORITHMS[alg], **overrides)
-
-
-def incentive_sums(metrics: dict, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per agent and action `[N, A]`, averaged over the seeds and the chunks in `last`:
-    the incentive paid per episode and the times the action was taken per episode."""
-    paid = metrics["incentive_by_action_sum"][last].mean(axis=(0, 1))
-    taken = (metrics["action_freq"] * metrics["episode_length"][..., None, None])[last]
-    return paid, taken.mean(axis=(0, 1))
-
-
-def per_action(paid, taken) -> list:
-    """Mean incentive an agent received per time it took each action (NaN: never)."""
-    paid, taken = np.asarray(paid, float), np.asarray(taken, float)
-    return np.where(taken > 0, paid / np.maximum(taken, 1e-12), np.nan).round(4).tolist()
 
 
 def run_one(args: Args, alg: str, threshold: float) -> dict:

@@ -1,12 +1,13 @@
 """Where the IQ-Flow episode step's time goes, beside this machine's dense matmul rate.
 
     python -m benchmarks.step_profile --n 5 --m 2 --seeds 4 64 --out step.json
+    python -m benchmarks.step_profile --env cleanup_7x7 --seeds 64 --out step.json
 
 In one process: the rate of a large f32 matmul (the machine's practical peak), then
 for each seed count the whole compiled episode step (rollout, replay, step A, step B,
 agents) with the SPEC's K and with K = 1, timed over chunks after the buffer has
 passed `start_train`. The matmul FLOPs per seed-episode are counted on the chunk's
-jaxpr (every dot_general, times the length of each scan around it; XLA's cost
+jaxpr (every dot_general and convolution, times the length of each scan around it; XLA's cost
 analysis counts a loop body once), hence the matmul GFLOP/s reached and its fraction
 of the matmul rate.
 """
@@ -14,8 +15,6 @@ of the matmul rate.
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import time
 from dataclasses import dataclass
 
@@ -23,13 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import write_json
-from jaxsim.config import escape_room
+from benchmarks.common import machine_info, write_json
+from jaxsim.config import CLEANUP_MAPS, cleanup, escape_room, validate
 from jaxsim.train import Experiment, seed_keys
 
 
 @dataclass
 class Args:
+    env: str = "escape_room"
+    """escape_room (ER(n, m)), cleanup_7x7 or cleanup_10x10"""
     n: int = 5
     m: int = 2
     seeds: tuple[int, ...] = (4, 64)
@@ -70,6 +71,13 @@ def dot_flops(jaxpr) -> float:
             contracted = float(np.prod([lhs[d] for d in lhs_contract]))
             total += 2.0 * float(np.prod(eqn.outvars[0].aval.shape)) * contracted
             continue
+        if eqn.primitive.name == "conv_general_dilated":
+            # Each output element sums kernel window x input features per group.
+            kernel = eqn.invars[1].aval.shape
+            spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
+            window = float(np.prod([kernel[d] for d in spec[1:]]))
+            total += 2.0 * float(np.prod(eqn.outvars[0].aval.shape)) * window
+            continue
         times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
@@ -78,9 +86,20 @@ def dot_flops(jaxpr) -> float:
     return total
 
 
+def make_config(args: Args, seeds: int):
+    if args.env == "escape_room":
+        return escape_room(args.n, args.m, "iqflow", num_seeds=seeds,
+                           chunk_episodes=args.chunk_episodes)
+    maps = [f"cleanup_{m}" for m in CLEANUP_MAPS]
+    if args.env not in maps:
+        raise ValueError(f"unknown env {args.env!r}; valid: escape_room, {', '.join(maps)}")
+    return cleanup(args.env.removeprefix("cleanup_"), "iqflow", num_seeds=seeds,
+                   chunk_episodes=args.chunk_episodes, eval_period=args.chunk_episodes,
+                   agent_reset_period=0)
+
+
 def time_step(args: Args, seeds: int, unroll: int) -> dict:
-    config = escape_room(args.n, args.m, "iqflow", num_seeds=seeds,
-                         chunk_episodes=args.chunk_episodes)
+    config = make_config(args, seeds)
     config = config.replace(mechanism=dataclasses.replace(
         config.mechanism, unroll_steps=unroll, replay_capacity=args.replay_capacity))
     experiment = Experiment(config)
@@ -110,9 +129,10 @@ def time_step(args: Args, seeds: int, unroll: int) -> dict:
 def main(args: Args) -> dict:
     peak = matmul_gflops(args.matmul_size)
     rows: list[dict] = []
-    payload = {"args": dataclasses.asdict(args), "device": str(jax.devices()[0]),
-               "machine": platform.machine(), "cpu_count": os.cpu_count(),
-               "matmul_gflops": peak, "rows": rows}
+    for seeds in args.seeds:  # bad input fails before anything is timed
+        validate(make_config(args, seeds))
+    payload = {"args": dataclasses.asdict(args), **machine_info(), "matmul_gflops": peak,
+               "rows": rows}
     try:
         for seeds in args.seeds:
             for unroll in args.unroll:
@@ -122,10 +142,11 @@ def main(args: Args) -> dict:
                 write_json(args.out, payload)
     except KeyboardInterrupt:
         print(f"interrupted: {len(rows)} of {len(args.seeds) * len(args.unroll)} rows timed")
-    print(f"\nER({args.n}, {args.m}) IQ-Flow episode step on {payload['device']} "
+    name = f"ER({args.n}, {args.m})" if args.env == "escape_room" else args.env
+    print(f"\n{name} IQ-Flow episode step on {payload['device']} "
           f"({payload['cpu_count']} cpus); dense {args.matmul_size}^2 f32 matmul: "
           f"{peak:.1f} GFLOP/s")
-    print("seeds   K  ms/seed-episode  matmul GFLOP/seed-ep  GFLOP/s  fraction of matmul rate")
+    print("seeds   K  ms/seed-episode  matmul+conv GFLOP/seed-ep  GFLOP/s  fraction of matmul rate")
     for r in rows:
         print(f"{r['seeds']:>5} {r['unroll_steps']:>3}  {r['ms_per_seed_episode']:15.2f}"
               f"  {r['matmul_gflop_per_seed_episode']:20.3f}  {r['gflops_reached']:7.1f}"

@@ -16,8 +16,6 @@ reset inside the compiled scan; `--seeds` are the numbers of environments.
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 import envs_jax
-from benchmarks.common import write_json
+from benchmarks.common import machine_info, write_json
 from jaxsim.config import MATRIX_GAMES, matrix_game, validate
 from jaxsim.runner import run
 
@@ -96,9 +94,7 @@ def env_main(args: Args) -> dict:
     for row in rows:
         row["ratio_to_first"] = row["env_steps_per_s"] / rows[0]["env_steps_per_s"]
     best = max(rows, key=lambda r: r["env_steps_per_s"])
-    payload = {"args": dataclasses.asdict(args), "device": str(jax.devices()[0]),
-               "machine": platform.machine(), "cpu_count": os.cpu_count(), "rows": rows,
-               "best": best}
+    payload = {"args": dataclasses.asdict(args), **machine_info(), "rows": rows, "best": best}
     write_json(args.out, payload)
     print(f"\n{args.env}, random actions, observations rendered, on {payload['device']} "
           f"({payload['cpu_count']} cpus)")
@@ -127,9 +123,7 @@ def main(args: Args) -> dict:
     for row in rows:
         row["ratio_to_first"] = row["episodes_per_s"] / base
         row["ms_per_seed_episode"] = 1000.0 / row["episodes_per_s"]
-    payload = {"args": dataclasses.asdict(args), "device": str(jax.devices()[0]),
-               "machine": platform.machine(), "cpu_count": os.cpu_count(),
-               "rows": rows}
+    payload = {"args": dataclasses.asdict(args), **machine_info(), "rows": rows}
     write_json(args.out, payload)
     print(f"\n{args.env} {args.alg} on {payload['device']} ({payload['cpu_count']} cpus)")
     print("seeds  seed-episodes/s  env-steps/s  ms/seed-episode  compile_s  ratio")

@@ -32,6 +32,7 @@ from envs_jax.base import MultiAgentEnv
 EMPTY, WALL, APPLE, APPLE_CELL, DIRTY, CLEAN = 0, 1, 2, 3, 4, 5
 BEAM_BIT = 0x80
 LEFT, RIGHT, UP, DOWN, STAY, CLEAN_ACTION = range(6)
+ACTION_NAMES = ("left", "right", "up", "down", "stay", "clean")
 MOVES = np.array([[0, -1], [0, 1], [-1, 0], [1, 0], [0, 0], [0, 0]], np.int32)
 
 # RGB by cell code; an apple cell without an apple is drawn as empty ground.

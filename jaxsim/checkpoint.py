@@ -37,11 +37,24 @@ def config_json(config: TrainConfig) -> dict:
     return json.loads(json.dumps(out))  # tuples -> lists, as they come back from disk
 
 
-def _config_differences(saved: dict, current: dict) -> list[str]:
-    # A field added to TrainConfig after the checkpoint was written counts as its default.
-    added = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+def _with_defaults(saved: dict, config_type) -> dict:
+    """`saved` with the fields of `config_type` that it lacks at their defaults."""
+    added = {f.name: f.default for f in dataclasses.fields(config_type)
              if f.name not in saved and f.default is not dataclasses.MISSING}
-    saved = {**added, **saved}
+    return json.loads(json.dumps({**added, **saved}))
+
+
+def _config_differences(saved: dict, current: dict, config: TrainConfig | None = None
+                        ) -> list[str]:
+    """What differs between a checkpoint's config and this run's, both as
+    `config_json`. A field added to TrainConfig (or to the agent's or mechanism's
+    config, given `config`) after the checkpoint was written counts as its default."""
+    saved = _with_defaults(saved, TrainConfig)
+    if config is not None:
+        for part in ("agent", "mechanism"):
+            kind = type(getattr(config, part))
+            if isinstance(saved.get(part), dict) and saved.get(f"{part}_type") == kind.__name__:
+                saved[part] = _with_defaults(saved[part], kind)
     keys = sorted(set(saved) | set(current))
     return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys
             if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
@@ -125,7 +138,8 @@ class Checkpointer:
         except Exception as error:  # noqa: BLE001 - any failure to read is the same news
             raise CheckpointError(f"checkpoint {where} cannot be read ({type(error).__name__}: "
                                   f"{error}); older ones: {steps[:-1] or 'none'}") from error
-        differences = _config_differences(meta["config"], config_json(self.config))
+        differences = _config_differences(meta["config"], config_json(self.config),
+                                          self.config)
         if differences:
             raise CheckpointError(f"checkpoint {where} was written by another config:\n  "
                                   + "\n  ".join(differences))

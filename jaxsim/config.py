@@ -79,6 +79,10 @@ class IQFlowConfig:
     rmsprop_decay: float = 0.9
     rmsprop_eps: float = 1e-8
     replay_capacity: int | None = None  # None: every transition of the run
+    # 0: MLPs over the flat observations; > 0 (image observations, Cleanup): one
+    # Conv(conv_filters, 3x3) over each agent's image before the first hidden layer,
+    # the actions joining after it (SPEC §3).
+    conv_filters: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class IDConfig:
     gamma: float = 0.99
     incentive_max: float = 2.0  # r_inc = incentive_max * |tanh(.)|
     output_scale: float = 0.01  # orthogonal scale of the last layer: starts near zero
+    conv_filters: int = 0  # as IQFlowConfig.conv_filters
 
 
 MechanismConfig = Union[NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig]
@@ -225,6 +230,18 @@ def _validate_mechanism(config: TrainConfig, env) -> None:
     mech = config.mechanism
     if isinstance(mech, (NoMechanismConfig, SharedRewardConfig)):
         return
+    if isinstance(mech, (IQFlowConfig, IDConfig)):
+        filters = mech.conv_filters
+        _require(_is_int(filters) and filters >= 0,
+                 f"mechanism.conv_filters must be an integer >= 0, got {filters!r}")
+        if filters:
+            _require(len(env.observation_spec.shape) == 4,
+                     f"mechanism.conv_filters > 0 needs image observations [N, H, W, C]; "
+                     f"{config.env} gives {env.observation_spec.shape}")
+            _require(len(mech.incentive_hidden) >= 1,
+                     "mechanism.incentive_hidden needs a layer after the conv features")
+            _require(len(getattr(mech, "critic_hidden", (1,))) >= 1,
+                     "mechanism.critic_hidden needs a layer after the conv features")
     if isinstance(mech, IDConfig):
         _check_hidden("mechanism.incentive_hidden", mech.incentive_hidden)
         for name in ("lr_meta", "incentive_max", "output_scale"):
@@ -311,16 +328,25 @@ def escape_room(n_agents: int = 5, n_required: int = 2,
 CLEANUP_MAPS = ("7x7", "10x10")
 
 
-def cleanup(map_size: str = "7x7", alg: Literal["ac", "shared"] = "ac",
+# SPEC §3, the Cleanup column: conv critics and incentive net, tiny eta learning rate.
+CLEANUP_IQFLOW = IQFlowConfig(incentive_hidden=(64, 64), critic_hidden=(64, 64),
+                              conv_filters=6, lr_incentive=7.323e-6, lr_coop=4.0089e-5,
+                              lr_env=4.0089e-5, lr_ind=1e-3, c1=0.25, c2=1.4924e-4,
+                              start_train=200)
+
+
+def cleanup(map_size: str = "7x7", alg: Literal["ac", "shared", "iqflow"] = "ac",
             **overrides) -> TrainConfig:
     """SPEC §1.3/§1.4 and §2: conv actor-critic agents, 20,000 episodes of 50 steps,
     agents re-initialised every 1000 episodes, evaluated every 500. `ac`: independent
     AC (its own learning rates and entropy 0.1); `shared`: every agent learns from the
-    team's environment reward (the upper bound), with the AC agents of IQ-Flow's runs."""
+    team's environment reward (the upper bound), with the AC agents of IQ-Flow's runs;
+    `iqflow`: those agents and IQ-Flow with conv networks (SPEC §3)."""
     if map_size not in CLEANUP_MAPS:
         raise ValueError(f"unknown Cleanup map {map_size!r}; valid: {list(CLEANUP_MAPS)}")
     presets = {"ac": (INDEPENDENT_AC, NoMechanismConfig()),
-               "shared": (ACConfig(), SharedRewardConfig())}
+               "shared": (ACConfig(), SharedRewardConfig()),
+               "iqflow": (ACConfig(), CLEANUP_IQFLOW)}
     if alg not in presets:
         raise ValueError(f"unknown algorithm {alg!r} for Cleanup; valid: {list(presets)}")
     agent, mechanism = presets[alg]

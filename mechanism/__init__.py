@@ -20,7 +20,7 @@ def make(config, env, replay_capacity: int, agent=None) -> Mechanism:
         return IncentiveDesigner(config, env, agent)
     if isinstance(config, IQFlowConfig):
         obs_shape = env.observation_spec.shape[1:]
-        return IQFlow(config, obs_shape, env.num_agents, env.num_actions, replay_capacity)
+        return IQFlow(config, obs_shape, env.num_agents, env.num_actions, replay_capacity, env)
     raise ValueError(
         f"no mechanism for config type {type(config).__name__}; valid: "
         "NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig"

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import MLP, incentive_inputs
+from agents.networks import JointNet, joint_action_one_hot
 from agents.pg import discounted_reward_to_go
 from jaxsim.config import IDConfig
 from jaxsim.types import Trajectory, agent_view
@@ -47,16 +47,17 @@ class IncentiveDesigner:
         self.num_agents = env.num_agents
         self.num_actions = env.num_actions
         self.obs_shape = tuple(env.observation_spec.shape[1:])
-        self.eta_net = MLP(hidden=tuple(config.incentive_hidden), out=env.num_agents,
-                           output_scale=config.output_scale)
+        self.eta_net = JointNet(hidden=tuple(config.incentive_hidden), out=env.num_agents,
+                                conv_filters=config.conv_filters,
+                                output_scale=config.output_scale)
         self.meta_optimizer = optax.adam(config.lr_meta)
         self.cost_optimizer = optax.adam(config.lr_cost)
 
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
         """obs [B, N, *obs_shape], action i32[B, N] -> f32[B, N] in [0, incentive_max);
         the same function in the rollout and inside the differentiated update."""
-        x = incentive_inputs(obs, action, self.num_actions)
-        return self.config.incentive_max * jnp.abs(jnp.tanh(self.eta_net.apply(eta, x)))
+        logits = self.eta_net.apply(eta, obs, joint_action_one_hot(action, self.num_actions))
+        return self.config.incentive_max * jnp.abs(jnp.tanh(logits))
 
     def incentive(self, state: IDState, obs: jax.Array, action: jax.Array) -> jax.Array:
         return self.incentives(state.eta, obs[None], action[None])[0]
@@ -65,8 +66,8 @@ class IncentiveDesigner:
         eta_key, agent_key = jax.random.split(key)
         example_obs = jnp.zeros((1, self.num_agents, *self.obs_shape))
         example_action = jnp.zeros((1, self.num_agents), jnp.int32)
-        eta = self.eta_net.init(
-            eta_key, incentive_inputs(example_obs, example_action, self.num_actions))
+        eta = self.eta_net.init(eta_key, example_obs,
+                                joint_action_one_hot(example_action, self.num_actions))
         agent_keys = jax.random.split(agent_key, self.num_agents)
         params = jax.vmap(self.agent.init)(agent_keys).params
         steps, n = self.env.max_steps, self.num_agents

@@ -39,21 +39,27 @@ class ReplayBuffer:
         return jax.tree.leaves(self.data)[0].shape[0]
 
 
+def float_transition(num_agents: int, obs_shape: tuple[int, ...]) -> Transition:
+    """One all-agents transition as the learners read it: float observations
+    `[N, *obs_shape]`, int32 actions, float32 rewards and done."""
+    obs = jnp.zeros((num_agents, *obs_shape), jnp.float32)
+    return Transition(obs=obs, action=jnp.zeros((num_agents,), jnp.int32),
+                      reward=jnp.zeros((num_agents,), jnp.float32), next_obs=obs,
+                      done=jnp.zeros((), jnp.float32))
+
+
 def example_transition(env, compact: bool = False) -> Transition:
     """One all-agents transition of `env`'s shapes and the dtypes a buffer stores.
     compact: observations as `env.compact(state)` (Cleanup: the u8 map and i8
     positions, rendered again at sampling) and the action and done as small integers."""
+    if not compact:
+        return float_transition(env.num_agents, tuple(env.observation_spec.shape[1:]))
     n = env.num_agents
-    if compact:
-        state, _ = env.reset(jax.random.PRNGKey(0))
-        obs = jax.tree.map(jnp.zeros_like, env.compact(state))
-        return Transition(obs=obs, action=jnp.zeros((n,), jnp.int8),
-                          reward=jnp.zeros((n,), jnp.float32), next_obs=obs,
-                          done=jnp.zeros((), jnp.uint8))
-    obs = jnp.zeros((n, *env.observation_spec.shape[1:]), jnp.float32)
-    return Transition(obs=obs, action=jnp.zeros((n,), jnp.int32),
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    obs = jax.tree.map(jnp.zeros_like, env.compact(state))
+    return Transition(obs=obs, action=jnp.zeros((n,), jnp.int8),
                       reward=jnp.zeros((n,), jnp.float32), next_obs=obs,
-                      done=jnp.zeros((), jnp.float32))
+                      done=jnp.zeros((), jnp.uint8))
 
 
 def render_rows(env, rows: Transition) -> Transition:
@@ -96,10 +102,14 @@ def gather(buffer: ReplayBuffer, rows: jax.Array) -> Transition:
     return jax.tree.map(lambda d: d[rows], buffer.data)
 
 
+def uniform_rows(buffer: ReplayBuffer, key: jax.Array, n: int) -> jax.Array:
+    """`n` row indices drawn uniformly with replacement from the filled part."""
+    return jax.random.randint(key, (n,), 0, jnp.maximum(buffer.size, 1))
+
+
 def sample_uniform(buffer: ReplayBuffer, key: jax.Array, n: int) -> Transition:
     """`n` rows drawn uniformly with replacement from the filled part."""
-    rows = jax.random.randint(key, (n,), 0, jnp.maximum(buffer.size, 1))
-    return gather(buffer, rows)
+    return gather(buffer, uniform_rows(buffer, key, n))
 
 
 def sample_distinct_rows(key: jax.Array, size: jax.Array, k: int) -> jax.Array:

@@ -3,6 +3,7 @@ for bit; a checkpoint of another config or a damaged one is refused with a messa
 and the older checkpoints still load; a seed range split over runs trains the same
 seeds as one run."""
 
+import dataclasses
 import functools
 import os
 
@@ -103,3 +104,8 @@ def test_a_field_added_to_the_config_later_resumes_at_its_default():
     changed = config_json(config().replace(matmul_precision="float32"))
     assert _config_differences(saved, changed) == [
         "matmul_precision: checkpoint 'default' vs now 'float32'"]
+    # The same for a field added to the mechanism's config.
+    del saved["mechanism"]["conv_filters"]
+    assert _config_differences(saved, config_json(config()), config()) == []
+    wider = config().replace(mechanism=dataclasses.replace(config().mechanism, conv_filters=6))
+    assert len(_config_differences(saved, config_json(wider), wider)) == 1

@@ -125,3 +125,47 @@ def test_compact_replay_stores_117_bytes_a_step_and_renders_the_same_observation
     np.testing.assert_array_equal(rows.next_obs, traj.next_obs)
     np.testing.assert_array_equal(rows.action, traj.action)
     np.testing.assert_array_equal(rows.done, traj.done)
+
+
+@pytest.mark.timeout(300)
+def test_iqflow_on_cleanup_learns_the_same_from_compact_and_float_replay():
+    """IQ-Flow with conv networks on Cleanup: the preset's buffer stores the compact
+    state (117 bytes a step), and storing that instead of float observations changes
+    nothing that step A or step B computes."""
+    import envs_jax
+    from agents.ac import ACAgent
+    from jaxsim.config import IQFlowConfig
+    from jaxsim.rollout import rollout
+    from mechanism.iqflow import IQFlow
+
+    preset = cleanup("7x7", "iqflow")
+    validate(preset)
+    assert preset.mechanism.conv_filters == 6 and preset.mechanism.lr_incentive == 7.323e-6
+    shapes = jax.eval_shape(Experiment(preset.replace(episodes=100)).init, jax.random.PRNGKey(0))
+    assert shapes.mechanism.buffer.data.obs[0].shape == (5000, 7, 7)
+    assert shapes.mechanism.buffer.data.obs[0].dtype == np.uint8
+
+    env = envs_jax.make("cleanup_7x7", max_steps=12)
+    config = IQFlowConfig(incentive_hidden=(8, 4), critic_hidden=(8,), conv_filters=2,
+                          unroll_steps=2, batch_size=8, start_train=16, lr_incentive=1e-2)
+    shape = env.observation_spec.shape[1:]
+    compact = IQFlow(config, shape, 2, env.num_actions, capacity=64, env=env)
+    floats = IQFlow(config, shape, 2, env.num_actions, capacity=64)
+    agent = ACAgent(TINY_AC, shape, env.num_actions)
+    params = jax.vmap(agent.init)(jax.random.split(jax.random.PRNGKey(0), 2)).params
+
+    def two_episodes(mech):
+        state = mech.init(jax.random.PRNGKey(1))
+        for episode in range(2):  # the second one passes start_train: step B runs
+            key = jax.random.PRNGKey(10 + episode)
+            traj = rollout(env, agent, mech, params, state, key)
+            state, metrics = mech.update(state, traj, key)
+        return state, metrics
+
+    (state_c, metrics_c), (state_f, metrics_f) = jax.jit(
+        lambda: (two_episodes(compact), two_episodes(floats)))()
+    assert state_c.buffer.data.obs[0].dtype == np.uint8 and int(state_c.buffer.size) == 24
+    assert float(metrics_c["meta/active"]) == 1.0
+    for name in ("eta", "coop", "env", "ind"):
+        assert_trees_equal(getattr(state_c, name), getattr(state_f, name))
+    np.testing.assert_array_equal(metrics_c["meta/loss"], metrics_f["meta/loss"])

@@ -12,7 +12,7 @@ import pytest
 from jaxsim.config import IQFlowConfig
 from mechanism import replay
 from mechanism.iqflow import IQFlow
-from mechanism.iqflow.critics import IQLCritic, expectile_loss, head_inputs
+from mechanism.iqflow.critics import IQLCritic, expectile_loss, others_actions
 from mechanism.iqflow.meta import meta_loss_terms
 
 
@@ -34,7 +34,7 @@ class TableCritic(IQLCritic):
 
 
 def _critic(expectile=0.85, gamma=0.5):
-    return TableCritic(hidden=(), num_agents=2, num_actions=2, obs_dim=2, v_outputs=2,
+    return TableCritic(hidden=(), num_agents=2, num_actions=2, obs_shape=(1,), v_outputs=2,
                        optimizer=optax.sgd(1.0), expectile=expectile, gamma=gamma, polyak=0.5)
 
 
@@ -71,12 +71,19 @@ def test_iql_value_loss_hand_worked():
 
 
 def test_q_heads_see_others_actions_only():
-    obs = jnp.array([[[0.5, 0.25], [0.75, 1.0]]])  # B=1, N=2, obs dim 2
-    x = head_inputs(obs, jnp.array([[1, 0]]), num_actions=2)
-    assert x.shape == (1, 2, 4 + 4)
-    state = [0.5, 0.25, 0.75, 1.0]
-    np.testing.assert_array_equal(x[0, 0], state + [0, 0, 1, 0])  # own slot 0 zeroed
-    np.testing.assert_array_equal(x[0, 1], state + [0, 1, 0, 0])  # sees agent 0 chose 1
+    x = others_actions(jnp.array([[1, 0]]), num_actions=2)
+    assert x.shape == (1, 2, 4)
+    np.testing.assert_array_equal(x[0, 0], [0, 0, 1, 0])  # own slot 0 zeroed
+    np.testing.assert_array_equal(x[0, 1], [0, 1, 0, 0])  # sees agent 0 chose 1
+    # Each head's Q depends on the others' actions and never on its own.
+    critic = IQLCritic(hidden=(8,), num_agents=2, num_actions=2, obs_shape=(3,), v_outputs=2,
+                       optimizer=optax.sgd(0.1), expectile=0.85, gamma=0.9, polyak=0.1)
+    state = critic.init(jax.random.PRNGKey(0))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (1, 2, 3))
+    q = lambda a0, a1: critic.q_values(state.q, obs, jnp.array([[a0, a1]]))[0]
+    np.testing.assert_array_equal(q(0, 1)[0], q(1, 1)[0])  # head 0 ignores a0
+    np.testing.assert_array_equal(q(1, 0)[1], q(1, 1)[1])  # head 1 ignores a1
+    assert not np.allclose(q(0, 0)[0], q(0, 1)[0])  # and reads a1
 
 
 def test_meta_loss_masks_hand_worked():
@@ -98,18 +105,21 @@ def test_meta_loss_masks_hand_worked():
 
 
 @functools.lru_cache(maxsize=None)
-def _tiny_mechanism(num_transitions=40, c1=0.3, c2=0.2):
-    config = IQFlowConfig(incentive_hidden=(4,), critic_hidden=(5,), unroll_steps=3,
-                          batch_size=6, start_train=12, c1=c1, c2=c2, lr_ind=3e-2)
-    mech = IQFlow(config, obs_shape=(3,), num_agents=2, num_actions=2, capacity=64)
+def _tiny_mechanism(num_transitions=40, c1=0.3, c2=0.2, conv=False):
+    """conv: 4x4x2 image observations through Conv(2) networks (Cleanup's kind)."""
+    obs_shape = (4, 4, 2) if conv else (3,)
+    config = IQFlowConfig(incentive_hidden=(4, 3) if conv else (4,), critic_hidden=(5,),
+                          unroll_steps=3, batch_size=6, start_train=12, c1=c1, c2=c2,
+                          lr_ind=3e-2, conv_filters=2 if conv else 0)
+    mech = IQFlow(config, obs_shape=obs_shape, num_agents=2, num_actions=2, capacity=64)
     key = jax.random.PRNGKey(3)
     state = mech.init(key)
     ks = jax.random.split(key, 5)
     items = replay.Transition(
-        obs=jax.random.normal(ks[0], (num_transitions, 2, 3)),
+        obs=jax.random.normal(ks[0], (num_transitions, 2, *obs_shape)),
         action=jax.random.randint(ks[1], (num_transitions, 2), 0, 2),
         reward=jax.random.normal(ks[2], (num_transitions, 2)),
-        next_obs=jax.random.normal(ks[3], (num_transitions, 2, 3)),
+        next_obs=jax.random.normal(ks[3], (num_transitions, 2, *obs_shape)),
         done=(jax.random.uniform(ks[4], (num_transitions,)) < 0.2).astype(jnp.float32),
     )
     state = state.replace(buffer=replay.add(state.buffer, items, jnp.ones(num_transitions)))
@@ -121,23 +131,28 @@ def _tiny_mechanism(num_transitions=40, c1=0.3, c2=0.2):
     return mech, state
 
 
-def test_meta_gradient_matches_finite_differences():
+@pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])
+def test_meta_gradient_matches_finite_differences(conv):
     """d L / d eta through K unrolled critic steps (second order included) equals a
-    central finite difference of L along random directions, in float64."""
+    central finite difference of L along random directions, in float64, for the MLP
+    networks and for the conv ones of Cleanup."""
     with jax.enable_x64(True):
-        mech, state = _tiny_mechanism()
+        mech, state = _tiny_mechanism(conv=conv)
         state = jax.tree.map(
             lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
             state)
-        rows = replay.sample_distinct_rows(jax.random.PRNGKey(0), state.buffer.size, 12)
-        train = replay.gather(state.buffer, rows[:6])
-        validation = replay.gather(state.buffer, rows[6:])
+        for draw in range(10):  # a draw of batches where the meta term is active
+            rows = replay.sample_distinct_rows(jax.random.PRNGKey(draw), state.buffer.size, 12)
+            train = replay.gather(state.buffer, rows[:6])
+            validation = replay.gather(state.buffer, rows[6:])
+            loss, terms, grad = jax.jit(mech.meta_gradient)(state, train, validation)
+            if float(terms["dilemma_fraction"]) > 0:
+                break
+        assert float(terms["dilemma_fraction"]) > 0
 
         def loss_at(eta):
             return mech.meta_gradient(state.replace(eta=eta), train, validation)[0]
 
-        loss, terms, grad = jax.jit(mech.meta_gradient)(state, train, validation)
-        assert float(terms["dilemma_fraction"]) > 0  # the meta term is active
         flat_grad, unravel = jax.flatten_util.ravel_pytree(grad)
         flat_eta, _ = jax.flatten_util.ravel_pytree(state.eta)
         assert np.abs(np.asarray(flat_grad)).max() > 1e-6

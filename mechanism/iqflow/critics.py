@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import MLP, apply_stacked, flat_obs, init_stacked
+from agents.networks import JointNet
 from mechanism.replay import Transition
 
 
@@ -38,16 +38,15 @@ def expectile_loss(u: jax.Array, expectile: float) -> jax.Array:
     return jnp.mean(weight * u**2)
 
 
-def head_inputs(obs: jax.Array, action: jax.Array, num_actions: int) -> jax.Array:
-    """Inputs of every agent's Q head: f32[B, N, D + N * A], own action slot zeroed."""
+def others_actions(action: jax.Array, num_actions: int) -> jax.Array:
+    """The action input of every agent's Q head: the joint action one-hot with the
+    head's own slot zeroed, f32[B, N (head), N * A]. Every head also sees all
+    observations."""
     batch, num_agents = action.shape
     one_hot = jax.nn.one_hot(action, num_actions, dtype=jnp.float32)  # [B, N, A]
     others = 1.0 - jnp.eye(num_agents, dtype=jnp.float32)  # [head, slot]
     masked = one_hot[:, None, :, :] * others[None, :, :, None]  # [B, head, slot, A]
-    masked = masked.reshape(batch, num_agents, num_agents * num_actions)
-    state = flat_obs(obs)
-    states = jnp.broadcast_to(state[:, None, :], (batch, num_agents, state.shape[1]))
-    return jnp.concatenate([states, masked], axis=-1)
+    return masked.reshape(batch, num_agents, num_agents * num_actions)
 
 
 def at_action(q: jax.Array, action: jax.Array) -> jax.Array:
@@ -63,13 +62,14 @@ class IQLCritic:
     """
 
     def __init__(self, hidden: Sequence[int], num_agents: int, num_actions: int,
-                 obs_dim: int, v_outputs: int, optimizer: optax.GradientTransformation,
-                 expectile: float, gamma: float, polyak: float):
-        self.q_net = MLP(hidden=tuple(hidden), out=num_actions)
-        self.v_net = MLP(hidden=tuple(hidden), out=v_outputs)
+                 obs_shape: tuple[int, ...], v_outputs: int,
+                 optimizer: optax.GradientTransformation, expectile: float, gamma: float,
+                 polyak: float, conv_filters: int = 0):
+        self.q_net = JointNet(hidden=tuple(hidden), out=num_actions, conv_filters=conv_filters)
+        self.v_net = JointNet(hidden=tuple(hidden), out=v_outputs, conv_filters=conv_filters)
         self.num_agents = num_agents
         self.num_actions = num_actions
-        self.obs_dim = obs_dim
+        self.obs_shape = tuple(obs_shape)
         self.optimizer = optimizer
         self.expectile = expectile
         self.gamma = gamma
@@ -77,19 +77,22 @@ class IQLCritic:
 
     def init(self, key: jax.Array) -> CriticState:
         q_key, v_key = jax.random.split(key)
-        head_dim = self.obs_dim + self.num_agents * self.num_actions
-        q = init_stacked(self.q_net, q_key, self.num_agents, jnp.zeros((1, head_dim)))
-        v = self.v_net.init(v_key, jnp.zeros((1, self.obs_dim)))
+        obs = jnp.zeros((1, self.num_agents, *self.obs_shape))
+        actions = jnp.zeros((1, self.num_agents * self.num_actions))
+        q = jax.vmap(lambda k: self.q_net.init(k, obs, actions))(
+            jax.random.split(q_key, self.num_agents))
+        v = self.v_net.init(v_key, obs)
         return CriticState(q=q, q_target=q, v=v, q_opt=self.optimizer.init(q),
                            v_opt=self.optimizer.init(v))
 
     def q_values(self, q_params, obs: jax.Array, action: jax.Array) -> jax.Array:
-        """Q_i(s, . | a_-i) for every agent: f32[B, N, A]."""
-        return apply_stacked(self.q_net, q_params, head_inputs(obs, action, self.num_actions))
+        """Q_i(s, . | a_-i) for every agent: f32[B, N, A]; the heads share `obs`."""
+        heads = jax.vmap(self.q_net.apply, in_axes=(0, None, 1), out_axes=1)
+        return heads(q_params, obs, others_actions(action, self.num_actions))
 
     def values(self, v_params, obs: jax.Array) -> jax.Array:
         """V(s) broadcast over agents: f32[B, N]."""
-        v = self.v_net.apply(v_params, flat_obs(obs))
+        v = self.v_net.apply(v_params, obs)
         return jnp.broadcast_to(v, (obs.shape[0], self.num_agents))
 
     def value_loss(self, v_params, q_target, batch: Transition) -> jax.Array:

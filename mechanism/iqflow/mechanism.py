@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import MLP, incentive_inputs
+from agents.networks import JointNet, joint_action_one_hot
 from jaxsim.config import IQFlowConfig
 from jaxsim.types import Trajectory
 from mechanism import replay
@@ -35,23 +35,28 @@ class IQFlowState:
 
 
 class IQFlow:
+    """`env`, when given and able to `compact` its state (Cleanup), makes the replay
+    buffer store compact states and render observations only for sampled rows."""
+
     def __init__(self, config: IQFlowConfig, obs_shape: tuple[int, ...], num_agents: int,
-                 num_actions: int, capacity: int):
+                 num_actions: int, capacity: int, env=None):
         self.config = config
         self.obs_shape = tuple(obs_shape)
         self.num_agents = num_agents
         self.num_actions = num_actions
         self.capacity = capacity
-        obs_dim = num_agents * int(jnp.prod(jnp.array(obs_shape)))
-        self.eta_net = MLP(hidden=tuple(config.incentive_hidden), out=num_agents)
+        self.env = env if env is not None and hasattr(env, "compact") else None
+        self.eta_net = JointNet(hidden=tuple(config.incentive_hidden), out=num_agents,
+                                conv_filters=config.conv_filters)
 
         def rmsprop(lr):
             return optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
 
         self.eta_optimizer = rmsprop(config.lr_incentive)
         common = dict(hidden=config.critic_hidden, num_agents=num_agents,
-                      num_actions=num_actions, obs_dim=obs_dim, expectile=config.expectile,
-                      gamma=config.gamma, polyak=config.polyak)
+                      num_actions=num_actions, obs_shape=self.obs_shape,
+                      expectile=config.expectile, gamma=config.gamma, polyak=config.polyak,
+                      conv_filters=config.conv_filters)
         self.critic_coop = IQLCritic(v_outputs=1, optimizer=optax.adam(config.lr_coop), **common)
         self.critic_env = IQLCritic(v_outputs=num_agents, optimizer=rmsprop(config.lr_env),
                                     **common)
@@ -62,8 +67,8 @@ class IQFlow:
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
         """r_inc for a batch: obs [B, N, *obs_shape], action i32[B, N] -> f32[B, N] in
         (0, incentive_max). Input: every observation and the joint action one-hot."""
-        x = incentive_inputs(obs, action, self.num_actions)
-        return self.config.incentive_max * jax.nn.sigmoid(self.eta_net.apply(eta, x))
+        logits = self.eta_net.apply(eta, obs, joint_action_one_hot(action, self.num_actions))
+        return self.config.incentive_max * jax.nn.sigmoid(logits)
 
     def incentive(self, state: IQFlowState, obs: jax.Array, action: jax.Array) -> jax.Array:
         return self.incentives(state.eta, obs[None], action[None])[0]
@@ -71,20 +76,23 @@ class IQFlow:
     # --- state ------------------------------------------------------------------------
     def init(self, key: jax.Array) -> IQFlowState:
         k_eta, k_coop, k_env, k_ind = jax.random.split(key, 4)
-        example = replay.Transition(
-            obs=jnp.zeros((self.num_agents, *self.obs_shape), jnp.float32),
-            action=jnp.zeros((self.num_agents,), jnp.int32),
-            reward=jnp.zeros((self.num_agents,), jnp.float32),
-            next_obs=jnp.zeros((self.num_agents, *self.obs_shape), jnp.float32),
-            done=jnp.zeros((), jnp.float32),
-        )
-        eta = self.eta_net.init(
-            k_eta, incentive_inputs(example.obs[None], example.action[None], self.num_actions))
+        if self.env is not None:
+            stored = replay.example_transition(self.env, compact=True)
+        else:
+            stored = replay.float_transition(self.num_agents, self.obs_shape)
+        obs = jnp.zeros((1, self.num_agents, *self.obs_shape), jnp.float32)
+        action = jnp.zeros((1, self.num_agents * self.num_actions), jnp.float32)
+        eta = self.eta_net.init(k_eta, obs, action)
         return IQFlowState(
             eta=eta, eta_opt=self.eta_optimizer.init(eta),
             coop=self.critic_coop.init(k_coop), env=self.critic_env.init(k_env),
-            ind=self.critic_ind.init(k_ind), buffer=replay.init(example, self.capacity),
+            ind=self.critic_ind.init(k_ind), buffer=replay.init(stored, self.capacity),
         )
+
+    def _rows(self, buffer: replay.ReplayBuffer, rows: jax.Array) -> replay.Transition:
+        """Rows of the buffer as the critics read them (rendered if stored compact)."""
+        data = replay.gather(buffer, rows)
+        return data if self.env is None else replay.render_rows(self.env, data)
 
     # --- learning ---------------------------------------------------------------------
     def update_critics(self, state: IQFlowState, batch: replay.Transition):
@@ -117,8 +125,8 @@ class IQFlow:
         """Step B, applied only once the buffer holds `start_train` transitions."""
         batch = self.config.batch_size
         rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
-        train = replay.gather(state.buffer, rows[:batch])
-        validation = replay.gather(state.buffer, rows[batch:])
+        train = self._rows(state.buffer, rows[:batch])
+        validation = self._rows(state.buffer, rows[batch:])
         loss, terms, grad = self.meta_gradient(state, train, validation)
         updates, eta_opt = self.eta_optimizer.update(grad, state.eta_opt, state.eta)
         eta = optax.apply_updates(state.eta, updates)
@@ -131,11 +139,15 @@ class IQFlow:
         return state, metrics
 
     def update(self, state: IQFlowState, traj: Trajectory, key: jax.Array):
-        items = replay.Transition(obs=traj.obs, action=traj.action, reward=traj.reward,
-                                  next_obs=traj.next_obs, done=traj.done)
+        compact = self.env is not None
+        items = replay.Transition(obs=traj.compact if compact else traj.obs,
+                                  action=traj.action, reward=traj.reward,
+                                  next_obs=traj.compact_next if compact else traj.next_obs,
+                                  done=traj.done)
         state = state.replace(buffer=replay.add(state.buffer, items, traj.mask))
         key_a, key_b = jax.random.split(key)
-        batch = replay.sample_uniform(state.buffer, key_a, self.config.batch_size)
+        rows = replay.uniform_rows(state.buffer, key_a, self.config.batch_size)
+        batch = self._rows(state.buffer, rows)
         state, metrics_a = self.update_critics(state, batch)
         state, metrics_b = self.update_incentive(state, key_b)
         return state, {**metrics_a, **metrics_b}
