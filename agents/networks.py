@@ -34,6 +34,34 @@ class MLP(nn.Module):
                         bias_init=nn.initializers.zeros)(x)
 
 
+def patches3x3(x: jax.Array) -> jax.Array:
+    """The 3x3 neighbourhoods of every pixel, zero-padded at the edges:
+    `[..., H, W, C] -> [..., H, W, 9 C]`, ordered (row, column, channel) as a
+    `[3, 3, C, F]` kernel flattens."""
+    pad = [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+    padded = jnp.pad(x, pad)
+    height, width = x.shape[-3], x.shape[-2]
+    return jnp.concatenate([padded[..., i:i + height, j:j + width, :]
+                            for i in range(3) for j in range(3)], axis=-1)
+
+
+class Conv3x3(nn.Module):
+    """nn.Conv(features, (3, 3), stride 1, SAME) with the same parameters ('kernel'
+    [3, 3, C, F], 'bias' [F]), computed as one matmul over `patches3x3`: on CPU
+    about 2.5x faster than XLA's convolution for the few channels of Cleanup, forward
+    and through the second-order meta-gradient alike. Any leading batch axes."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.orthogonal(SQRT2),
+                            (3, 3, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return patches3x3(x) @ kernel.reshape(9 * channels, self.features) + bias
+
+
 class JointNet(nn.Module):
     """A network over every agent's observation `obs [B, N, *obs_shape]` and a vector
     `extra [B, E]` (actions), for critics and incentive functions.
@@ -59,9 +87,7 @@ class JointNet(nn.Module):
         hidden = list(self.hidden)
         extras = [] if extra is None else [extra]
         if self.conv_filters:
-            features = nn.relu(nn.Conv(self.conv_filters, (3, 3), padding="SAME",
-                                       kernel_init=nn.initializers.orthogonal(SQRT2),
-                                       bias_init=nn.initializers.zeros)(obs))
+            features = nn.relu(Conv3x3(self.conv_filters, name="Conv_0")(obs))
             x = nn.relu(dense(hidden.pop(0))(features.reshape(obs.shape[0], -1)))
             x = jnp.concatenate([x, *extras], -1)
         else:
@@ -87,8 +113,6 @@ class ConvNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.relu(nn.Conv(self.filters, (3, 3), padding="SAME",
-                            kernel_init=nn.initializers.orthogonal(SQRT2),
-                            bias_init=nn.initializers.zeros)(x))
+        x = nn.relu(Conv3x3(self.filters, name="Conv_0")(x))
         x = x.reshape(x.shape[:-3] + (-1,))
         return MLP(hidden=self.hidden, out=self.out)(x)

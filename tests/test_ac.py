@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +110,19 @@ def test_networks_are_the_spec_shapes():
     assert shapes["params/MLP_0/Dense_1/kernel"] == (64, 64)
     assert shapes["params/MLP_0/Dense_2/kernel"] == (64, 6)
     assert agent.act(state.params, jnp.zeros((9, 9, 3)), jax.random.PRNGKey(1)).shape == ()
+
+
+def test_conv3x3_equals_flax_conv_with_the_same_parameters():
+    """The im2col convolution the networks use gives nn.Conv's output (3x3, SAME,
+    zero padding at every edge) from the same parameter tree, with extra batch axes."""
+    from agents.networks import Conv3x3
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 9, 9, 3))
+    ours = Conv3x3(6)
+    params = ours.init(jax.random.PRNGKey(1), x)
+    flax_conv = nn.Conv(6, (3, 3), padding="SAME")
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, flax_conv.init(jax.random.PRNGKey(1), x))
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x),
+                               rtol=1e-5, atol=1e-5)
