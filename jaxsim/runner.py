@@ -3,7 +3,10 @@ progress between chunks. Per-seed metrics are kept on the host, one row per chun
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -45,6 +48,41 @@ def _unstack(stacked: dict[str, np.ndarray]) -> list[dict]:
     return [{k: v[i] for k, v in stacked.items()} for i in range(rows)]
 
 
+class StopRequest:
+    """What `stop_signals` saw: the name of the first stop signal, or None."""
+
+    def __init__(self):
+        self.signal: str | None = None
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Within the block, the first SIGINT (Ctrl-C) or SIGTERM (`kill`, a scheduler's
+    pre-emption) only records a request to stop, which the training loop honours once
+    the chunk in flight has finished and been counted; a second one raises
+    KeyboardInterrupt at once. Both work also for a job that a shell started in the
+    background (where SIGINT is otherwise ignored). The previous handlers come back
+    after the block."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request  # handlers can only be set from the main thread
+        return
+
+    def stop(signum, frame):
+        if request.signal is not None:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        request.signal = signal.Signals(signum).name
+        print(f"\n{request.signal}: stopping after the chunk in flight (again: at once)",
+              file=sys.stderr)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run(
     config: TrainConfig,
     *,
@@ -63,8 +101,9 @@ def run(
     """Train every seed of `config` in one compiled program.
 
     `on_chunk(state, episode)` runs on the host after each chunk (state is stacked
-    over seeds) and its result is kept in `RunResult.probes`. Ctrl-C stops the run
-    cleanly after the current chunk is abandoned, and the result says how far it got.
+    over seeds) and its result is kept in `RunResult.probes`. Ctrl-C or SIGTERM stops
+    the run cleanly once the chunk in flight returns (its episodes are not counted),
+    and the result says how far it got.
 
     With `checkpoint_dir`, the whole run (state, metrics so far, config) is saved every
     `checkpoint_every` chunks, at `stop_after` episodes, at the end and on Ctrl-C;
@@ -131,43 +170,48 @@ def run(
     interrupted = False
     saved_at = first = episode
     try:
-        while episode < stop:
-            tick = time.perf_counter()
-            new_state, metrics = chunk(state)
-            metrics = jax.device_get(metrics)  # waits for the chunk
-            state = new_state  # only once the chunk has finished: Ctrl-C keeps the last one
-            elapsed = time.perf_counter() - tick
-            train_s += elapsed
-            episode += per_chunk
-            chunk_steps = float(np.sum(metrics["episode_length"])) * per_chunk
-            steps_done += chunk_steps
-            rows.append(metrics)
-            ends.append(episode)
-            log = flatten_metrics(metrics)
-            log["throughput/seed_episodes_per_s"] = per_chunk * config.num_seeds / elapsed
-            log["throughput/env_steps_per_s"] = chunk_steps / elapsed
-            log["throughput/compile_s"] = compile_s
-            if episode % config.eval_period == 0 or episode == config.episodes:
-                eval_metrics = jax.device_get(evaluate(state))
-                evals.append(eval_metrics)
-                eval_at.append(episode)
-                log.update(flatten_metrics(eval_metrics))
-            if on_chunk is not None:
-                probes.append((episode, on_chunk(state, episode)))
-            logger.log(log, step=episode)
-            bar.update(per_chunk)
-            bar.set_postfix(ep_s=f"{(episode - first) * config.num_seeds / train_s:.0f}",
-                            steps_s=f"{steps_done / train_s:.0f}",
-                            ret=f"{log['return']:.2f}", refresh=False)
-            if checkpointer is not None and (
-                    (episode // per_chunk) % checkpoint_every == 0 or episode == stop):
-                save_checkpoint()
-                saved_at = episode
+        with stop_signals() as request:
+            while episode < stop and request.signal is None:
+                tick = time.perf_counter()
+                new_state, metrics = chunk(state)
+                metrics = jax.device_get(metrics)  # waits for the chunk
+                state = new_state  # only once the chunk has finished: Ctrl-C keeps the last one
+                elapsed = time.perf_counter() - tick
+                train_s += elapsed
+                episode += per_chunk
+                chunk_steps = float(np.sum(metrics["episode_length"])) * per_chunk
+                steps_done += chunk_steps
+                rows.append(metrics)
+                ends.append(episode)
+                log = flatten_metrics(metrics)
+                log["throughput/seed_episodes_per_s"] = per_chunk * config.num_seeds / elapsed
+                log["throughput/env_steps_per_s"] = chunk_steps / elapsed
+                log["throughput/compile_s"] = compile_s
+                if episode % config.eval_period == 0 or episode == config.episodes:
+                    eval_metrics = jax.device_get(evaluate(state))
+                    evals.append(eval_metrics)
+                    eval_at.append(episode)
+                    log.update(flatten_metrics(eval_metrics))
+                if on_chunk is not None:
+                    probes.append((episode, on_chunk(state, episode)))
+                logger.log(log, step=episode)
+                bar.update(per_chunk)
+                bar.set_postfix(ep_s=f"{(episode - first) * config.num_seeds / train_s:.0f}",
+                                steps_s=f"{steps_done / train_s:.0f}",
+                                ret=f"{log['return']:.2f}", refresh=False)
+                if checkpointer is not None and (
+                        (episode // per_chunk) % checkpoint_every == 0 or episode == stop):
+                    save_checkpoint()
+                    saved_at = episode
+        if request.signal is not None:
+            raise KeyboardInterrupt(request.signal)
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: {episode} of {config.episodes} episodes done "
               f"({len(evals)} evaluations); results so far are kept", file=sys.stderr)
-        if checkpointer is not None and saved_at != episode and episode > 0:
+        # A second signal may land mid-bookkeeping: save only a consistent history.
+        consistent = len(ends) == len(rows) and (not ends or ends[-1] == episode)
+        if checkpointer is not None and saved_at != episode and episode > 0 and consistent:
             save_checkpoint()
     finally:
         bar.close()

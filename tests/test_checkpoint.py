@@ -31,7 +31,7 @@ def abstract_state(cfg):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("stop_after", [10, 40])
+@pytest.mark.parametrize("stop_after", [40])  # and at 20 by SIGTERM, below
 def test_stop_and_resume_equals_the_uninterrupted_run(tmp_path, stop_after):
     full = uninterrupted()
     first = run(config(), progress=False, checkpoint_dir=str(tmp_path), checkpoint_every=1,
@@ -109,3 +109,31 @@ def test_a_field_added_to_the_config_later_resumes_at_its_default():
     assert _config_differences(saved, config_json(config()), config()) == []
     wider = config().replace(mechanism=dataclasses.replace(config().mechanism, conv_filters=6))
     assert len(_config_differences(saved, config_json(wider), wider)) == 1
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_stops_after_the_chunk_checkpoints_and_resumes_exactly(tmp_path):
+    """SIGTERM (or Ctrl-C) mid-run: the chunk in flight finishes and is counted, the
+    run says it was interrupted, its checkpoint resumes to the uninterrupted result,
+    and the process's own signal handlers are back afterwards."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def send_sigterm(state, episode):
+        if episode == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = run(config(), progress=False, checkpoint_dir=str(tmp_path), checkpoint_every=100,
+                  on_chunk=send_sigterm)
+    assert stopped.interrupted and list(stopped.episodes) == [10, 20]
+    assert signal.getsignal(signal.SIGTERM) is before
+    checkpointer = Checkpointer(str(tmp_path), config())
+    assert checkpointer.latest() == 20
+    checkpointer.close()
+    resumed = run(config(), progress=False, checkpoint_dir=str(tmp_path), resume=True)
+    full = uninterrupted()
+    assert not resumed.interrupted
+    for name in full.metrics:
+        np.testing.assert_array_equal(resumed.metrics[name], full.metrics[name], err_msg=name)
+    assert_trees_equal(resumed.state, full.state)
