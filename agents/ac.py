@@ -81,6 +81,16 @@ class ACAgent:
         steps = jnp.maximum(traj.mask.sum(), 1.0)
         return loss, {"policy_loss": pg_loss, "entropy": entropy_sum / steps}
 
+    def inner_loss(self, state: ACState, params, traj: AgentTrajectory) -> jax.Array:
+        """The loss of the plain SGD step (at `inner_lr`) that the ID baseline assumes
+        the actor takes: the actor's loss with the advantage of `state.critic`,
+        differentiable in `traj.reward`."""
+        return self.actor_loss(params, state.critic, traj)[0]
+
+    @property
+    def inner_lr(self) -> float:
+        return self.config.lr_actor
+
     def update_critic(self, state: ACState, traj: AgentTrajectory):
         loss, grads = jax.value_and_grad(self.critic_loss)(state.critic, state.target_critic,
                                                            traj)

@@ -78,6 +78,16 @@ class PGAgent:
         mean_entropy = entropy_sum / jnp.maximum(traj.mask.sum(), 1)
         return loss, {"policy_loss": pg_loss, "entropy": mean_entropy}
 
+    def inner_loss(self, state: PGState, params, traj: AgentTrajectory) -> jax.Array:
+        """The loss of the plain SGD step (at `inner_lr`) that the ID baseline assumes
+        this agent takes; differentiable in `traj.reward`."""
+        del state
+        return self.loss(params, traj)[0]
+
+    @property
+    def inner_lr(self) -> float:
+        return self.config.lr
+
     def update(self, state: PGState, traj: AgentTrajectory) -> tuple[PGState, dict]:
         grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, traj)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)

@@ -8,11 +8,11 @@ writes the learning curves of the total environment return (mean and 95% interva
 across seeds, evaluated every `--eval-period` episodes), the incentive each agent
 received over training, and a JSON with the Escape Room benchmark's keys plus
 `incentive_mean_per_agent`. Algorithms: `iqflow` (IQ-Flow with conv critics and
-incentive net), `ac` (independent actor-critic agents) and `shared` (the same agents
-learning from the team's reward, the upper bound); `--ablation` runs IQ-Flow with
-c1 = c2 = 0, with c1 = 0, and with both costs (Fig. 8). ID on Cleanup is not built
-yet: asking for it fails before anything compiles. Ctrl-C stops a run cleanly after
-the current chunk and writes what it has.
+incentive net), `id` (the ID baseline, its outer loss weighted by a centralised
+critic's TD error), `ac` (independent actor-critic agents) and `shared` (the same
+agents learning from the team's reward, the upper bound); `--ablation` runs IQ-Flow
+with c1 = c2 = 0, with c1 = 0, and with both costs (Fig. 8). Ctrl-C (or SIGTERM)
+stops a run cleanly after the chunk in flight and writes what it has.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup, validate
 from jaxsim.runner import run
 
-ALGORITHMS = ("iqflow", "ac", "shared")
-NOT_BUILT = ("id",)
+ALGORITHMS = ("iqflow", "id", "ac", "shared")
 # Fig. 8: IQ-Flow without its costs, without cost 1, and as specified.
 ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow": (None, None)}
 
@@ -39,7 +38,7 @@ ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow"
 @dataclass
 class Args(RunArgs):
     map: Literal["7x7", "10x10"] = "7x7"
-    alg: Literal["iqflow", "ac", "shared", "all", "id"] = "iqflow"
+    alg: Literal["iqflow", "id", "ac", "shared", "all"] = "iqflow"
     episodes: int = 20000
     chunk_episodes: int = 100
     eval_period: int = 500
@@ -69,9 +68,6 @@ def make_config(args: Args, alg: str):
 def algorithms(args: Args) -> list[str]:
     if args.ablation:
         return list(ABLATION)
-    if args.alg in NOT_BUILT:
-        raise ValueError(f"--alg {args.alg} on Cleanup is not built yet (issue 4, item 3); "
-                         f"available: {', '.join(ALGORITHMS)}, all")
     return list(ALGORITHMS) if args.alg == "all" else [args.alg]
 
 

@@ -185,7 +185,8 @@ class Cleanup(MultiAgentEnv):
         radius = self.view_radius
         padded = jnp.pad(self.image(cells, position), ((radius, radius), (radius, radius), (0, 0)))
         side = 2 * radius + 1
-        window = lambda p: jax.lax.dynamic_slice(padded, (p[0], p[1], 0), (side, side, 3))
+        window = lambda p: jax.lax.dynamic_slice(padded, (p[0], p[1], jnp.zeros_like(p[0])),
+                                                 (side, side, 3))
         return jax.vmap(window)(position.astype(jnp.int32))
 
     def observe(self, state: CleanupState) -> jax.Array:

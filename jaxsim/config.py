@@ -97,6 +97,13 @@ class IDConfig:
     incentive_max: float = 2.0  # r_inc = incentive_max * |tanh(.)|
     output_scale: float = 0.01  # orthogonal scale of the last layer: starts near zero
     conv_filters: int = 0  # as IQFlowConfig.conv_filters
+    cost_weight: float = 0.0  # the cost's weight inside the meta loss (Cleanup: 1e-4)
+    # What weights log pi in the outer loss: "return", the discounted team return-to-go
+    # (ER), or "td_error", a centralised critic's TD error on the team reward (Cleanup),
+    # the critic V(all observations) learning by TD(0) with Adam at lr_critic.
+    outer_weight: str = "return"
+    critic_hidden: tuple[int, ...] = (64, 64)
+    lr_critic: float = 2.4e-5
 
 
 MechanismConfig = Union[NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig]
@@ -244,10 +251,15 @@ def _validate_mechanism(config: TrainConfig, env) -> None:
                      "mechanism.critic_hidden needs a layer after the conv features")
     if isinstance(mech, IDConfig):
         _check_hidden("mechanism.incentive_hidden", mech.incentive_hidden)
-        for name in ("lr_meta", "incentive_max", "output_scale"):
+        _check_hidden("mechanism.critic_hidden", mech.critic_hidden)
+        for name in ("lr_meta", "incentive_max", "output_scale", "lr_critic"):
             _finite_in(f"mechanism.{name}", getattr(mech, name), 0, math.inf, low_open=True)
         _finite_in("mechanism.lr_cost", mech.lr_cost, 0, math.inf)
+        _finite_in("mechanism.cost_weight", mech.cost_weight, 0, math.inf)
         _finite_in("mechanism.gamma", mech.gamma, 0, 1)
+        _require(mech.outer_weight in ("return", "td_error"),
+                 f"mechanism.outer_weight must be 'return' or 'td_error', got "
+                 f"{mech.outer_weight!r}")
         return
     _require(isinstance(mech, IQFlowConfig),
              f"unknown mechanism config {type(mech).__name__}; valid: "
@@ -329,24 +341,31 @@ CLEANUP_MAPS = ("7x7", "10x10")
 
 
 # SPEC §3, the Cleanup column: conv critics and incentive net, tiny eta learning rate.
+# SPEC §4, Cleanup: one Adam on meta + 1e-4 cost, the outer loss weighted by a
+# centralised critic's TD error.
+CLEANUP_ID = IDConfig(incentive_hidden=(64, 64), conv_filters=6, lr_meta=1.24e-5, lr_cost=0.0,
+                      cost_weight=1e-4, outer_weight="td_error", critic_hidden=(64, 64),
+                      lr_critic=2.4e-5)
 CLEANUP_IQFLOW = IQFlowConfig(incentive_hidden=(64, 64), critic_hidden=(64, 64),
                               conv_filters=6, lr_incentive=7.323e-6, lr_coop=4.0089e-5,
                               lr_env=4.0089e-5, lr_ind=1e-3, c1=0.25, c2=1.4924e-4,
                               start_train=200)
 
 
-def cleanup(map_size: str = "7x7", alg: Literal["ac", "shared", "iqflow"] = "ac",
+def cleanup(map_size: str = "7x7", alg: Literal["ac", "shared", "iqflow", "id"] = "ac",
             **overrides) -> TrainConfig:
     """SPEC §1.3/§1.4 and §2: conv actor-critic agents, 20,000 episodes of 50 steps,
     agents re-initialised every 1000 episodes, evaluated every 500. `ac`: independent
     AC (its own learning rates and entropy 0.1); `shared`: every agent learns from the
     team's environment reward (the upper bound), with the AC agents of IQ-Flow's runs;
-    `iqflow`: those agents and IQ-Flow with conv networks (SPEC §3)."""
+    `iqflow`: those agents and IQ-Flow with conv networks (SPEC §3); `id`: those agents
+    and the ID baseline of SPEC §4."""
     if map_size not in CLEANUP_MAPS:
         raise ValueError(f"unknown Cleanup map {map_size!r}; valid: {list(CLEANUP_MAPS)}")
     presets = {"ac": (INDEPENDENT_AC, NoMechanismConfig()),
                "shared": (ACConfig(), SharedRewardConfig()),
-               "iqflow": (ACConfig(), CLEANUP_IQFLOW)}
+               "iqflow": (ACConfig(), CLEANUP_IQFLOW),
+               "id": (ACConfig(), CLEANUP_ID)}
     if alg not in presets:
         raise ValueError(f"unknown algorithm {alg!r} for Cleanup; valid: {list(presets)}")
     agent, mechanism = presets[alg]

@@ -77,7 +77,7 @@ class Experiment:
         key, rollout_key, mechanism_key = jax.random.split(state.key, 3)
         traj = rollout(self.env, self.agent, self.mechanism, state.agents.params,
                        state.mechanism, rollout_key)
-        reads_agents = {"agent_params": state.agents.params} if getattr(
+        reads_agents = {"agent_state": state.agents} if getattr(
             self.mechanism, "reads_agents", False) else {}  # ID only, by declaration
         mechanism_state, mechanism_metrics = self.mechanism.update(
             state.mechanism, traj, mechanism_key, **reads_agents)

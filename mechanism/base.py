@@ -7,7 +7,7 @@ each agent for one step (obs: [N, *obs_shape], action: i32[N]); and
 rollout and before the agents learn. It never sees the agents' parameters, with one
 declared exception: a mechanism whose class sets `reads_agents = True` (the ID
 baseline) is built with the agent object and its `update` is also given
-`agent_params`, the parameters that generated the trajectory.
+`agent_state`, the agents' train states (stacked) that generated the trajectory.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """The ID baseline: adaptive incentive design by an on-policy meta-gradient (SPEC §4).
 
 Unlike IQ-Flow, ID reads the agents' parameters and assumes their learning rule (one
-plain SGD step of the agent's own loss per episode). After episode k+1 it rebuilds
-each agent's update on episode k differentiably, with reward r_env + r_inc(eta), from
-the parameters that generated episode k, and scores the updated policies on episode
-k+1 by the discounted team return. A second term charges the incentives paid in
-episode k+1 (L1, discounted over time); each term has its own Adam.
+plain SGD step of the agent's `inner_loss` at its `inner_lr` per episode). After
+episode k+1 it rebuilds each agent's update on episode k differentiably, with reward
+r_env + r_inc(eta), from the agent state that generated episode k, and scores the
+updated policies on episode k+1 by the discounted team return (ER) or by a
+centralised critic's TD error on the team reward (Cleanup). The cost charges the
+incentives paid in episode k+1 (L1, discounted over time): with its own Adam (ER)
+and/or weighted inside the meta loss (Cleanup).
 """
 
 from __future__ import annotations
@@ -23,24 +25,28 @@ from jaxsim.types import Trajectory, agent_view
 
 @struct.dataclass
 class IDState:
-    """prev_traj and prev_params: the last episode and the agents' parameters that
-    generated it (stacked over agents); has_prev: False before the first episode."""
+    """prev_traj and prev_agents: the last episode and the agents' train states that
+    generated it (stacked over agents); has_prev: False before the first episode;
+    critic, critic_opt: the centralised team critic (None unless outer_weight is
+    "td_error")."""
 
     eta: dict
     meta_opt: optax.OptState
     cost_opt: optax.OptState
     prev_traj: Trajectory
-    prev_params: dict
+    prev_agents: object
     has_prev: jax.Array
+    critic: dict | None = None
+    critic_opt: optax.OptState | None = None
 
 
 class IncentiveDesigner:
     reads_agents = True
 
     def __init__(self, config: IDConfig, env, agent):
-        if agent is None or not hasattr(agent, "loss"):
-            raise ValueError("the ID baseline needs an agent with a differentiable `loss` "
-                             "and a plain SGD rule (PGAgent)")
+        if agent is None or not hasattr(agent, "inner_loss"):
+            raise ValueError("the ID baseline needs an agent that declares the step it "
+                             "models (`inner_loss`, `inner_lr`): PGAgent or ACAgent")
         self.config = config
         self.env = env
         self.agent = agent
@@ -52,6 +58,10 @@ class IncentiveDesigner:
                                 output_scale=config.output_scale)
         self.meta_optimizer = optax.adam(config.lr_meta)
         self.cost_optimizer = optax.adam(config.lr_cost)
+        self.uses_critic = config.outer_weight == "td_error"
+        self.critic_net = JointNet(hidden=tuple(config.critic_hidden), out=1,
+                                   conv_filters=config.conv_filters)
+        self.critic_optimizer = optax.adam(config.lr_critic)
 
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
         """obs [B, N, *obs_shape], action i32[B, N] -> f32[B, N] in [0, incentive_max);
@@ -69,7 +79,11 @@ class IncentiveDesigner:
         eta = self.eta_net.init(eta_key, example_obs,
                                 joint_action_one_hot(example_action, self.num_actions))
         agent_keys = jax.random.split(agent_key, self.num_agents)
-        params = jax.vmap(self.agent.init)(agent_keys).params
+        agents = jax.eval_shape(jax.vmap(self.agent.init), agent_keys)  # shapes only
+        critic = critic_opt = None
+        if self.uses_critic:
+            critic = self.critic_net.init(jax.random.fold_in(key, 1), example_obs)
+            critic_opt = self.critic_optimizer.init(critic)
         steps, n = self.env.max_steps, self.num_agents
         empty = Trajectory(
             obs=jnp.zeros((steps, n, *self.obs_shape)), action=jnp.zeros((steps, n), jnp.int32),
@@ -79,29 +93,62 @@ class IncentiveDesigner:
         )
         return IDState(eta=eta, meta_opt=self.meta_optimizer.init(eta),
                        cost_opt=self.cost_optimizer.init(eta), prev_traj=empty,
-                       prev_params=jax.tree.map(jnp.zeros_like, params),
-                       has_prev=jnp.asarray(False))
+                       prev_agents=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), agents),
+                       has_prev=jnp.asarray(False), critic=critic, critic_opt=critic_opt)
 
-    def relearned_params(self, eta, prev_params, prev: Trajectory):
+    def relearned_params(self, eta, prev_agents, prev: Trajectory):
         """Each agent's SGD step on episode k with reward r_env + r_inc(eta)."""
         incentive = self.incentives(eta, prev.obs, prev.action) * prev.mask[:, None]
-        lr = self.agent.config.lr
+        lr = self.agent.inner_lr
 
-        def sgd_step(params, own):
-            grads = jax.grad(lambda p: self.agent.loss(p, own)[0])(params)
-            return jax.tree.map(lambda p, g: p - lr * g, params, grads)
+        def sgd_step(agent_state, own):
+            grads = jax.grad(lambda p: self.agent.inner_loss(agent_state, p, own))(
+                agent_state.params)
+            return jax.tree.map(lambda p, g: p - lr * g, agent_state.params, grads)
 
-        return jax.vmap(sgd_step)(prev_params, agent_view(prev.replace(incentive=incentive)))
+        return jax.vmap(sgd_step)(prev_agents, agent_view(prev.replace(incentive=incentive)))
+
+    def team_values(self, critic, obs: jax.Array) -> jax.Array:
+        """The centralised critic's V(every observation): obs [T, N, ...] -> f32[T]."""
+        return self.critic_net.apply(critic, obs)[:, 0]
+
+    def team_td_error(self, critic, traj: Trajectory) -> jax.Array:
+        """r_team + gamma (1 - d) V(s') - V(s) on every step: f32[T] (masked)."""
+        team = traj.reward.sum(-1)
+        next_v = self.team_values(critic, traj.next_obs)
+        error = team + self.config.gamma * (1 - traj.done) * next_v - self.team_values(
+            critic, traj.obs)
+        return traj.mask * error
+
+    def outer_weights(self, state: IDState, traj: Trajectory) -> jax.Array:
+        """What weights log pi at each step of episode k+1: f32[T], constant."""
+        if self.uses_critic:
+            return jax.lax.stop_gradient(self.team_td_error(state.critic, traj))
+        return traj.mask * discounted_reward_to_go(traj.reward.sum(-1), traj.mask,
+                                                   self.config.gamma)
 
     def outer_loss(self, eta, state: IDState, traj: Trajectory) -> jax.Array:
-        """-sum_i sum_t log pi(a_it | o_it; theta_i') G_t, G the discounted team
-        return-to-go of episode k+1 and theta' the re-learned parameters."""
-        params = self.relearned_params(eta, state.prev_params, state.prev_traj)
-        team = discounted_reward_to_go(traj.reward.sum(-1), traj.mask, self.config.gamma)
+        """-sum_i sum_t log pi(a_it | o_it; theta_i') w_t, theta' the re-learned
+        parameters and w the team's return-to-go or TD error in episode k+1."""
+        params = self.relearned_params(eta, state.prev_agents, state.prev_traj)
         view = agent_view(traj)
         log_prob = jax.vmap(lambda p, o, a: self.agent.policy(p, o).log_prob(a))(
             params, view.obs, view.action)  # [N, T]
-        return -jnp.sum(log_prob * (traj.mask * team)[None])
+        return -jnp.sum(log_prob * self.outer_weights(state, traj)[None])
+
+    def update_critic(self, state: IDState, traj: Trajectory):
+        """One TD(0) step of the centralised critic on the team reward (masked MSE)."""
+        def loss(critic):
+            target = jax.lax.stop_gradient(
+                traj.reward.sum(-1) + self.config.gamma * (1 - traj.done)
+                * self.team_values(critic, traj.next_obs))
+            error = traj.mask * (self.team_values(critic, traj.obs) - target)
+            return jnp.sum(error**2) / jnp.maximum(traj.mask.sum(), 1.0)
+
+        value, grads = jax.value_and_grad(loss)(state.critic)
+        updates, critic_opt = self.critic_optimizer.update(grads, state.critic_opt)
+        return state.replace(critic=optax.apply_updates(state.critic, updates),
+                             critic_opt=critic_opt), value
 
     def cost(self, eta, traj: Trajectory) -> jax.Array:
         """L1 of the incentives paid in the episode, discounted over time."""
@@ -109,17 +156,23 @@ class IncentiveDesigner:
         paid = jnp.abs(self.incentives(eta, traj.obs, traj.action)).sum(-1)
         return jnp.sum(discount * traj.mask * paid)
 
-    def update(self, state: IDState, traj: Trajectory, key: jax.Array, *, agent_params):
+    def update(self, state: IDState, traj: Trajectory, key: jax.Array, *, agent_state):
         del key
+        traj = traj.replace(compact=None, compact_next=None)  # kept as observations
         meta_loss, meta_grad = jax.value_and_grad(self.outer_loss)(state.eta, state, traj)
         cost, cost_grad = jax.value_and_grad(self.cost)(state.eta, traj)
         meta_grad = jax.tree.map(lambda g: g * state.has_prev, meta_grad)
+        weight = self.config.cost_weight  # the cost inside the meta loss (Cleanup)
+        meta_grad = jax.tree.map(lambda m, c: m + weight * c, meta_grad, cost_grad)
         meta_updates, meta_opt = self.meta_optimizer.update(meta_grad, state.meta_opt)
         cost_updates, cost_opt = self.cost_optimizer.update(cost_grad, state.cost_opt)
         eta = optax.apply_updates(optax.apply_updates(state.eta, meta_updates), cost_updates)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(state.has_prev, n, o),
                                              new, old)
-        new_state = IDState(eta=eta, meta_opt=keep(meta_opt, state.meta_opt), cost_opt=cost_opt,
-                            prev_traj=traj, prev_params=agent_params,
-                            has_prev=jnp.asarray(True))
-        return new_state, {"id/meta_loss": meta_loss * state.has_prev, "id/cost": cost}
+        new_state = state.replace(eta=eta, meta_opt=keep(meta_opt, state.meta_opt),
+                                  cost_opt=cost_opt, prev_traj=traj, prev_agents=agent_state,
+                                  has_prev=jnp.asarray(True))
+        metrics = {"id/meta_loss": meta_loss * state.has_prev, "id/cost": cost}
+        if self.uses_critic:  # after the meta step, which used the critic's old values
+            new_state, metrics["id/critic_loss"] = self.update_critic(new_state, traj)
+        return new_state, metrics

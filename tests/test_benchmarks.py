@@ -147,7 +147,7 @@ def test_cleanup_throughput_plays_and_renders_every_step(tmp_path):
     assert json.loads(out.read_text())["best"]["env_steps_per_s"] > 0
 
 
-def test_cleanup_benchmark_writes_curves_and_refuses_what_is_not_built(tmp_path):
+def test_cleanup_benchmark_writes_curves_and_refuses_bad_input(tmp_path):
     from benchmarks import cleanup as cleanup_bench
 
     out = tmp_path / "c.json"
@@ -164,5 +164,5 @@ def test_cleanup_benchmark_writes_curves_and_refuses_what_is_not_built(tmp_path)
         assert key in result
     assert result["incentive_mean_per_agent"] == [0.0, 0.0]
     assert os.path.exists(tmp_path / "plots" / "cleanup_7x7_returns.png")
-    with pytest.raises(ValueError, match="not built yet"):
-        cleanup_bench.main(dataclasses.replace(args, alg="iqflow"))
+    with pytest.raises(ValueError, match="num_seeds"):  # before anything compiles
+        cleanup_bench.main(dataclasses.replace(args, alg="iqflow", seeds=-1))

@@ -58,7 +58,7 @@ def test_engine_hands_id_the_parameters_that_played_the_episode():
     state = exp.init(seed_keys(exp.config)[0])
     played_with = state.agents.params
     new_state, metrics = jax.jit(exp.episode_step)(state)
-    for a, b in zip(jax.tree.leaves(new_state.mechanism.prev_params),
+    for a, b in zip(jax.tree.leaves(new_state.mechanism.prev_agents.params),
                     jax.tree.leaves(played_with), strict=True):
         np.testing.assert_array_equal(a, b)
     assert float(metrics["id/meta_loss"]) == 0.0  # no episode k yet: the cost alone acts
