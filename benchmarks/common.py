@@ -34,6 +34,8 @@ class RunArgs:
     """stop this sitting after this many episodes (checkpointed); --resume goes on"""
     matmul_precision: Literal["default", "float32", "tensorfloat32", "bfloat16"] = "default"
     """float32 matmuls: JAX's default (TF32 on recent NVIDIA GPUs) or the one named"""
+    debug_nans: bool = False
+    """jax_debug_nans: a NaN stops the run at the operation that made it (slow)"""
 
 
 def run_options(args: RunArgs, name: str) -> dict[str, Any]:
@@ -42,6 +44,7 @@ def run_options(args: RunArgs, name: str) -> dict[str, Any]:
         wandb_mode=args.wandb_mode, wandb_dir=args.wandb_dir, progress=args.progress,
         checkpoint_dir=os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else None,
         checkpoint_every=args.checkpoint_every, resume=args.resume, stop_after=args.stop_after,
+        debug_nans=args.debug_nans,
     )
 
 

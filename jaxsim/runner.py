@@ -48,6 +48,26 @@ def _unstack(stacked: dict[str, np.ndarray]) -> list[dict]:
     return [{k: v[i] for k, v in stacked.items()} for i in range(rows)]
 
 
+class NonFiniteError(FloatingPointError):
+    """A run produced NaN or Inf; the message names the seeds, episodes and quantities."""
+
+
+def nonfinite_report(metrics: dict, first_seed: int) -> list[str]:
+    """'quantity: seeds [...]' for every per-seed metric that is not finite (the
+    training state's own NaN/Inf count is the metric guard/nonfinite_values)."""
+    lines = []
+    for name, value in metrics.items():
+        value = np.asarray(value, np.float64)
+        per_seed = value.reshape(value.shape[0], -1) if value.ndim else value.reshape(1, 1)
+        bad = ~np.isfinite(per_seed).all(axis=1)
+        if name == "guard/nonfinite_values":
+            bad = per_seed[:, 0] > 0
+        if bad.any():
+            seeds = (np.flatnonzero(bad) + first_seed).tolist()
+            lines.append(f"{name}: seeds {seeds}")
+    return lines
+
+
 class StopRequest:
     """What `stop_signals` saw: the name of the first stop signal, or None."""
 
@@ -97,20 +117,48 @@ def run(
     checkpoint_every: int = 10,
     resume: bool = False,
     stop_after: int | None = None,
+    debug_nans: bool = False,
 ) -> RunResult:
     """Train every seed of `config` in one compiled program.
 
     `on_chunk(state, episode)` runs on the host after each chunk (state is stacked
     over seeds) and its result is kept in `RunResult.probes`. Ctrl-C or SIGTERM stops
-    the run cleanly once the chunk in flight returns (its episodes are not counted),
-    and the result says how far it got.
+    the run cleanly once the chunk in flight has finished (a second one at once,
+    dropping that chunk), checkpoints it, and the result says how far it got.
 
     With `checkpoint_dir`, the whole run (state, metrics so far, config) is saved every
     `checkpoint_every` chunks, at `stop_after` episodes, at the end and on Ctrl-C;
     `resume=True` continues from the latest checkpoint there, and ends with the same
     numbers as a run that was never stopped. `stop_after` ends this sitting early
     (e.g. to fit a session) without changing the run's config.
+
+    NaN or Inf in any metric or in the training state stops the run with a
+    NonFiniteError naming the seeds, episodes and quantities, after checkpointing the
+    last good state; `debug_nans` turns on jax_debug_nans, which names the operation.
     """
+    options = dict(wandb_mode=wandb_mode, wandb_project=wandb_project, wandb_name=wandb_name,
+                   wandb_group=wandb_group, wandb_dir=wandb_dir, on_chunk=on_chunk,
+                   progress=progress, checkpoint_dir=checkpoint_dir,
+                   checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after)
+    with jax.debug_nans(True) if debug_nans else contextlib.nullcontext():
+        return _run(config, **options)
+
+
+def _run(
+    config: TrainConfig,
+    *,
+    wandb_mode: str = "disabled",
+    wandb_project: str = "iqflow-jax",
+    wandb_name: str | None = None,
+    wandb_group: str | None = None,
+    wandb_dir: str | None = None,
+    on_chunk: Callable[[TrainState, int], Any] | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 10,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> RunResult:
     validate(config)  # before any compilation
     if stop_after is not None and (stop_after <= 0 or stop_after % config.chunk_episodes):
         raise ValueError(f"stop_after ({stop_after}) must be a positive multiple of "
@@ -175,6 +223,22 @@ def run(
                 tick = time.perf_counter()
                 new_state, metrics = chunk(state)
                 metrics = jax.device_get(metrics)  # waits for the chunk
+                bad = nonfinite_report(metrics, config.first_seed)
+                if bad:  # keep the last good state, checkpointed, and say where it broke
+                    if checkpointer is not None and saved_at != episode and episode > 0:
+                        save_checkpoint()
+                        saved_at = episode
+                    if checkpointer is None:
+                        where = "nothing saved (no checkpoint_dir)"
+                    elif checkpointer.wait() or checkpointer.latest() is None:
+                        where = "no good checkpoint yet"
+                    else:
+                        where = (f"last good checkpoint: episode {checkpointer.latest()} in "
+                                 f"{checkpoint_dir}")
+                    raise NonFiniteError(
+                        f"NaN or Inf in episodes {episode + 1}-{episode + per_chunk}:\n  "
+                        + "\n  ".join(bad) + f"\n{where}; rerun with --debug-nans "
+                        "(jax_debug_nans) to find the operation")
                 state = new_state  # only once the chunk has finished: Ctrl-C keeps the last one
                 elapsed = time.perf_counter() - tick
                 train_s += elapsed

@@ -111,7 +111,9 @@ class Experiment:
             state = self.maybe_reset_agents(state)
             state, metrics = jax.lax.scan(self.episode_step, state, None,
                                           length=self.config.chunk_episodes)
-        return state, jax.tree.map(lambda m: m.mean(0), metrics)
+        metrics = jax.tree.map(lambda m: m.mean(0), metrics)
+        metrics["guard/nonfinite_values"] = nonfinite_count(state)
+        return state, metrics
 
     def evaluate(self, state: TrainState) -> dict:
         """`eval_episodes` episodes with the current stochastic policies, no learning.
@@ -126,6 +128,13 @@ class Experiment:
                                  state.mechanism, k)
         metrics = jax.vmap(lambda k: episode_metrics(play(k), self.env.num_actions))(keys)
         return {"eval/" + k: v.mean(0) for k, v in metrics.items()}
+
+
+def nonfinite_count(tree) -> jax.Array:
+    """How many NaN or Inf values the floating-point leaves of `tree` hold: f32[]."""
+    counts = [jnp.sum(~jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return sum(counts, jnp.zeros((), jnp.int32)).astype(jnp.float32)
 
 
 def seed_keys(config: TrainConfig) -> jax.Array:

@@ -137,3 +137,19 @@ def test_sigterm_stops_after_the_chunk_checkpoints_and_resumes_exactly(tmp_path)
     for name in full.metrics:
         np.testing.assert_array_equal(resumed.metrics[name], full.metrics[name], err_msg=name)
     assert_trees_equal(resumed.state, full.state)
+
+
+@pytest.mark.timeout(300)
+def test_a_planted_nan_stops_the_run_naming_seed_episode_and_quantity(tmp_path):
+    """An agent learning rate of 1e38 overflows the parameters in the first chunk:
+    the run stops with the quantities and seeds named, and nothing bad is saved."""
+    from jaxsim.runner import NonFiniteError
+
+    cfg = config()
+    exploding = cfg.replace(agent=dataclasses.replace(cfg.agent, lr=1e38))
+    with pytest.raises(NonFiniteError, match=r"(?s)episodes 1-10.*guard/nonfinite_values: "
+                                             r"seeds \[0, 1\].*no good checkpoint yet"):
+        run(exploding, progress=False, checkpoint_dir=str(tmp_path))
+    checkpointer = Checkpointer(str(tmp_path), exploding)
+    assert checkpointer.latest() is None
+    checkpointer.close()
