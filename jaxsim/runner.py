@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from jaxsim.checkpoint import Checkpointer, config_json
@@ -46,6 +47,16 @@ def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
 def _unstack(stacked: dict[str, np.ndarray]) -> list[dict]:
     rows = len(next(iter(stacked.values()))) if stacked else 0
     return [{k: v[i] for k, v in stacked.items()} for i in range(rows)]
+
+
+def seed_sharding(num_seeds: int, devices=None) -> NamedSharding:
+    """The seed axis laid over the visible devices: a 1-D `Mesh` named "seeds" of the
+    most devices that divide `num_seeds` evenly (all of them when they do), so every
+    device trains whole seeds and each seed's numbers are those of a 1-device run."""
+    devices = list(jax.devices() if devices is None else devices)
+    count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    mesh = Mesh(np.array(devices[:count]), ("seeds",))
+    return NamedSharding(mesh, PartitionSpec("seeds"))
 
 
 class NonFiniteError(FloatingPointError):
@@ -175,15 +186,20 @@ def _run(
     experiment = Experiment(config)
     logger = WandbLogger(wandb_mode, project=wandb_project, name=wandb_name,
                          group=wandb_group, config=config_json(config), directory=wandb_dir)
-    init, keys = jax.vmap(experiment.init), seed_keys(config)
+    sharding = seed_sharding(config.num_seeds)  # every leaf leads with the seed axis
+    init = jax.jit(jax.vmap(experiment.init), out_shardings=sharding)
+    keys = jax.device_put(seed_keys(config), sharding)
     rows, evals, eval_at, ends, probes = [], [], [], [], []
     episode = 0
     earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
     if not resume:
-        state = jax.jit(init)(keys)
+        state = init(keys)
     else:  # restored into the state's shapes alone: no fresh state is built first
         try:
-            state, history, meta = checkpointer.restore(jax.eval_shape(init, keys))
+            abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                                   sharding=sharding),
+                                    jax.eval_shape(init, keys))
+            state, history, meta = checkpointer.restore(abstract)
         except Exception:
             checkpointer.close()  # its async writer must not outlive a refused resume
             raise
@@ -206,8 +222,9 @@ def _run(
             "trained_episodes": earlier[2] + episode - first})
 
     start = time.perf_counter()
-    chunk = jax.jit(jax.vmap(experiment.run_chunk)).lower(state).compile()
-    evaluate = jax.jit(jax.vmap(experiment.evaluate)).lower(state).compile()
+    placed = dict(in_shardings=sharding, out_shardings=sharding)
+    chunk = jax.jit(jax.vmap(experiment.run_chunk), **placed).lower(state).compile()
+    evaluate = jax.jit(jax.vmap(experiment.evaluate), **placed).lower(state).compile()
     compile_s = time.perf_counter() - start
 
     train_s, steps_done = 0.0, 0.0
@@ -251,6 +268,7 @@ def _run(
                 log["throughput/seed_episodes_per_s"] = per_chunk * config.num_seeds / elapsed
                 log["throughput/env_steps_per_s"] = chunk_steps / elapsed
                 log["throughput/compile_s"] = compile_s
+                log["throughput/devices"] = sharding.num_devices
                 if episode % config.eval_period == 0 or episode == config.episodes:
                     eval_metrics = jax.device_get(evaluate(state))
                     evals.append(eval_metrics)
@@ -291,6 +309,7 @@ def _run(
     trained = earlier[2] + episode - first
     timing = {  # over every sitting that recorded its time; None if nothing was timed
         "compile_s": compile_s,
+        "devices": sharding.num_devices,
         "train_s": total_s,
         "num_seeds": config.num_seeds,
         "episodes_per_s": trained * config.num_seeds / total_s if total_s else None,
