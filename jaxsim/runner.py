@@ -4,6 +4,7 @@ progress between chunks. Per-seed metrics are kept on the host, one row per chun
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -47,6 +48,25 @@ def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
 def _unstack(stacked: dict[str, np.ndarray]) -> list[dict]:
     rows = len(next(iter(stacked.values()))) if stacked else 0
     return [{k: v[i] for k, v in stacked.items()} for i in range(rows)]
+
+
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "iqflow-jax", "xla")
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache (unless the user configured one, or
+    set IQFLOW_COMPILATION_CACHE=0), so a second run of the same config loads its
+    programs instead of compiling them. Directory: $IQFLOW_COMPILATION_CACHE, else
+    ~/.cache/iqflow-jax/xla. Returns the directory in use (None: off)."""
+    choice = os.environ.get("IQFLOW_COMPILATION_CACHE", "")
+    if choice == "0":
+        return None
+    if jax.config.jax_compilation_cache_dir:  # set by the user or JAX_COMPILATION_CACHE_DIR
+        return jax.config.jax_compilation_cache_dir
+    directory = choice or DEFAULT_CACHE_DIR
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
 
 
 def seed_sharding(num_seeds: int, devices=None) -> NamedSharding:
@@ -171,6 +191,7 @@ def _run(
     stop_after: int | None = None,
 ) -> RunResult:
     validate(config)  # before any compilation
+    enable_compilation_cache()
     if stop_after is not None and (stop_after <= 0 or stop_after % config.chunk_episodes):
         raise ValueError(f"stop_after ({stop_after}) must be a positive multiple of "
                          f"chunk_episodes ({config.chunk_episodes})")

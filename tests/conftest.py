@@ -4,3 +4,5 @@ import os
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
+# Each test compiles from scratch: no persistent compilation cache unless a test asks.
+os.environ.setdefault("IQFLOW_COMPILATION_CACHE", "0")
