@@ -2,6 +2,7 @@
 
     python -m benchmarks.cleanup --alg all --seeds 8 --episodes 2000 --out cleanup.json
     python -m benchmarks.cleanup --ablation --seeds 8 --episodes 2000   # Fig. 8
+    python -m benchmarks.cleanup --alg pretrained --mechanism-from runs/ckpt/X/iqflow  # Fig. 10
 
 Trains each algorithm's agents on one map for every seed in one compiled program and
 writes the learning curves of the total environment return (mean and 95% interval
@@ -11,7 +12,9 @@ received over training, and a JSON with the Escape Room benchmark's keys plus
 incentive net), `id` (the ID baseline, its outer loss weighted by a centralised
 critic's TD error), `ac` (independent actor-critic agents) and `shared` (the same
 agents learning from the team's reward, the upper bound); `--ablation` runs IQ-Flow
-with c1 = c2 = 0, with c1 = 0, and with both costs (Fig. 8). Ctrl-C (or SIGTERM)
+with c1 = c2 = 0, with c1 = 0, and with both costs (Fig. 8); `--alg pretrained
+--mechanism-from CKPT` runs fresh agents under the incentive network of an IQ-Flow run's
+checkpoint, frozen, beside the shared-reward agents (Fig. 10). Ctrl-C (or SIGTERM)
 stops a run cleanly after the chunk in flight and writes what it has.
 """
 
@@ -38,7 +41,10 @@ ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow"
 @dataclass
 class Args(RunArgs):
     map: Literal["7x7", "10x10"] = "7x7"
-    alg: Literal["iqflow", "id", "ac", "shared", "all"] = "iqflow"
+    alg: Literal["iqflow", "id", "ac", "shared", "all", "pretrained"] = "iqflow"
+    mechanism_from: str | None = None
+    """--alg pretrained: checkpoint directory of an IQ-Flow run (its incentive network,
+    seed i for seed i, is frozen and pays fresh agents)"""
     episodes: int = 20000
     chunk_episodes: int = 100
     eval_period: int = 500
@@ -57,6 +63,10 @@ def make_config(args: Args, alg: str):
                      matmul_precision=args.matmul_precision, episodes=args.episodes,
                      chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
                      agent_reset_period=args.agent_reset_period)
+    if alg == "pretrained":  # frozen: no updates, so no replay beyond the minimum
+        mech = config.mechanism
+        config = config.replace(freeze_mechanism=True, mechanism=dataclasses.replace(
+            mech, replay_capacity=mech.start_train))
     if alg in ABLATION:
         c1, c2 = ABLATION[alg]
         mech = config.mechanism
@@ -68,13 +78,21 @@ def make_config(args: Args, alg: str):
 def algorithms(args: Args) -> list[str]:
     if args.ablation:
         return list(ABLATION)
+    if args.alg == "pretrained":
+        if not args.mechanism_from:
+            raise ValueError("--alg pretrained needs --mechanism-from: the checkpoint "
+                             "directory of an IQ-Flow run (e.g. runs/ckpt/NAME/iqflow)")
+        if not os.path.isdir(args.mechanism_from):
+            raise ValueError(f"--mechanism-from {args.mechanism_from}: no such directory")
+        return ["pretrained", "shared"]
     return list(ALGORITHMS) if args.alg == "all" else [args.alg]
 
 
 def run_one(args: Args, alg: str) -> dict:
     config = make_config(args, alg)
     result = run(config, wandb_name=f"cleanup-{args.map}-{alg}",
-                 wandb_group=f"cleanup-{args.map}", **run_options(args, alg))
+                 wandb_group=f"cleanup-{args.map}", **run_options(args, alg),
+                 mechanism_from=args.mechanism_from if alg == "pretrained" else None)
     returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
     incentive = result.metrics.get("incentive_per_agent")  # [chunks, seeds, N]
     figures = {}
@@ -120,12 +138,13 @@ def plot(args: Args, results: dict) -> None:
     ax.set_title(f"Cleanup {args.map}: mean and 95% CI across seeds")
     ax.legend()
     fig.tight_layout()
-    name = "ablation" if args.ablation else "returns"
+    name = ("ablation" if args.ablation else "pretrained" if args.alg == "pretrained"
+            else "returns")
     fig.savefig(os.path.join(args.plots, f"cleanup_{args.map}_{name}.png"), dpi=110)
     plt.close(fig)
 
     paying = {a: r for a, r in results.items()
-              if a.startswith(("iqflow", "id")) and r["incentive_per_agent_curve"]}
+              if a.startswith(("iqflow", "id", "pretrained")) and r["incentive_per_agent_curve"]}
     if not paying:
         return
     fig, axes = plt.subplots(2, len(paying), figsize=(5.5 * len(paying), 7), squeeze=False)

@@ -160,3 +160,49 @@ class Checkpointer:
                                   f"{error}); older ones: {steps[:-1] or 'none'}") from error
         history = jax.tree.map(np.asarray, restored["history"])
         return restored["state"], history, meta
+
+
+def load_mechanism(directory: str, mechanism_state, part: str = "eta", episode: int | None = None):
+    """`mechanism_state` (stacked over seeds) with its `part` (default: IQ-Flow's or
+    ID's incentive network) replaced by the one a run checkpointed in `directory`:
+    seed i takes the checkpoint's seed i, so the run may have as many seeds as the
+    checkpoint or fewer. Refused with the reason when the checkpoint has no such part,
+    too few seeds or other shapes; the checkpoint is only read."""
+    directory = os.path.abspath(directory)
+    reader = ocp.CheckpointManager(directory, item_handlers={
+        "state": ocp.StandardCheckpointHandler()})
+    try:
+        steps = list(reader.all_steps())
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {directory}")
+        episode = steps[-1] if episode is None else episode
+        try:
+            saved = reader.restore(episode, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore()))["state"]
+        except Exception as error:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {directory}/{episode} cannot be read "
+                                  f"({type(error).__name__}: {error})") from error
+    finally:
+        reader.close()
+    mechanism = saved.get("mechanism") if isinstance(saved, dict) else None
+    if not isinstance(mechanism, dict) or part not in mechanism:
+        raise CheckpointError(f"checkpoint {directory}/{episode} holds no mechanism "
+                              f"'{part}' (is it a run of IQ-Flow or ID?)")
+    current = getattr(mechanism_state, part)
+    seeds = jax.tree.leaves(current)[0].shape[0]
+    loaded_leaves = jax.tree.leaves(mechanism[part])
+    current_leaves, treedef = jax.tree.flatten(current)
+    problems = []
+    if len(loaded_leaves) != len(current_leaves):
+        problems.append(f"{len(loaded_leaves)} arrays vs {len(current_leaves)} now")
+    else:
+        for got, want in zip(loaded_leaves, current_leaves, strict=True):
+            if got.shape[0] < seeds or got.shape[1:] != want.shape[1:]:
+                problems.append(f"{got.shape} vs {want.shape} now (seeds first)")
+    if problems:
+        raise CheckpointError(f"the '{part}' of checkpoint {directory}/{episode} does not fit "
+                              "this run: " + "; ".join(problems[:4]))
+    # Orbax restores dicts with sorted keys, the order flax's parameter dicts flatten in.
+    loaded = [np.asarray(x)[:seeds].astype(want.dtype)
+              for x, want in zip(loaded_leaves, current_leaves, strict=True)]
+    return mechanism_state.replace(**{part: jax.tree.unflatten(treedef, loaded)}), episode

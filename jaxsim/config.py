@@ -139,6 +139,9 @@ class TrainConfig:
     # Re-initialise the agents every this many episodes (a multiple of chunk_episodes)
     # while the mechanism keeps learning; 0: never.
     agent_reset_period: int = 0
+    # Keep the mechanism as it is (no update, no replay): a pretrained incentive
+    # function paying fresh agents (Fig. 10; see jaxsim.checkpoint.load_mechanism).
+    freeze_mechanism: bool = False
     # float32 matmuls: "default" is JAX's (full f32 on CPU, TF32 on recent NVIDIA GPUs,
     # bf16 passes on TPU); "float32" forces full precision everywhere.
     matmul_precision: str = "default"

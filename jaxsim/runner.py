@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxsim.checkpoint import Checkpointer, config_json
+from jaxsim.checkpoint import Checkpointer, config_json, load_mechanism
 from jaxsim.config import TrainConfig, validate
 from jaxsim.logger import WandbLogger, flatten_metrics
 from jaxsim.train import Experiment, TrainState, seed_keys
@@ -148,6 +148,7 @@ def run(
     checkpoint_every: int = 10,
     resume: bool = False,
     stop_after: int | None = None,
+    mechanism_from: str | None = None,
     debug_nans: bool = False,
 ) -> RunResult:
     """Train every seed of `config` in one compiled program.
@@ -166,11 +167,16 @@ def run(
     NaN or Inf in any metric or in the training state stops the run with a
     NonFiniteError naming the seeds, episodes and quantities, after checkpointing the
     last good state; `debug_nans` turns on jax_debug_nans, which names the operation.
+
+    `mechanism_from`: a checkpoint directory of an IQ-Flow or ID run whose incentive
+    network replaces the fresh one at the start (seed i from its seed i); with
+    `config.freeze_mechanism` it then pays fresh agents unchanged (Fig. 10).
     """
     options = dict(wandb_mode=wandb_mode, wandb_project=wandb_project, wandb_name=wandb_name,
                    wandb_group=wandb_group, wandb_dir=wandb_dir, on_chunk=on_chunk,
                    progress=progress, checkpoint_dir=checkpoint_dir,
-                   checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after)
+                   checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
+                   mechanism_from=mechanism_from)
     with jax.debug_nans(True) if debug_nans else contextlib.nullcontext():
         return _run(config, **options)
 
@@ -189,6 +195,7 @@ def _run(
     checkpoint_every: int = 10,
     resume: bool = False,
     stop_after: int | None = None,
+    mechanism_from: str | None = None,
 ) -> RunResult:
     validate(config)  # before any compilation
     enable_compilation_cache()
@@ -215,6 +222,11 @@ def _run(
     earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
     if not resume:
         state = init(keys)
+        if mechanism_from is not None:  # before the run's first step and checkpoint
+            mechanism, loaded_at = load_mechanism(mechanism_from, state.mechanism)
+            state = state.replace(mechanism=jax.device_put(mechanism, sharding))
+            print(f"mechanism's incentive network from {mechanism_from} (episode "
+                  f"{loaded_at})", file=sys.stderr)
     else:  # restored into the state's shapes alone: no fresh state is built first
         try:
             abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,

@@ -79,8 +79,11 @@ class Experiment:
                        state.mechanism, rollout_key)
         reads_agents = {"agent_state": state.agents} if getattr(
             self.mechanism, "reads_agents", False) else {}  # ID only, by declaration
-        mechanism_state, mechanism_metrics = self.mechanism.update(
-            state.mechanism, traj, mechanism_key, **reads_agents)
+        if self.config.freeze_mechanism:
+            mechanism_state, mechanism_metrics = state.mechanism, {}
+        else:
+            mechanism_state, mechanism_metrics = self.mechanism.update(
+                state.mechanism, traj, mechanism_key, **reads_agents)
         shared = getattr(self.mechanism, "shares_rewards", False)
         agents, agent_metrics = jax.vmap(self.agent.update)(
             state.agents, agent_view(traj, shared_reward=shared))

@@ -153,3 +153,19 @@ def test_a_planted_nan_stops_the_run_naming_seed_episode_and_quantity(tmp_path):
     checkpointer = Checkpointer(str(tmp_path), exploding)
     assert checkpointer.latest() is None
     checkpointer.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_pretrained_frozen_mechanism_pays_fresh_agents_unchanged(tmp_path):
+    """Fig. 10's setup: a trained run's incentive network, loaded seed for seed into a
+    run of fresh agents with the mechanism frozen, stays exactly as trained while the
+    agents learn; a network of other shapes is refused."""
+    trained = run(config(), progress=False, checkpoint_dir=str(tmp_path))
+    frozen_cfg = config().replace(seed=99, freeze_mechanism=True, episodes=20)
+    frozen = run(frozen_cfg, progress=False, mechanism_from=str(tmp_path))
+    assert_trees_equal(frozen.state.mechanism.eta, trained.state.mechanism.eta)
+    assert "meta/loss" not in frozen.metrics and frozen.metrics["return"].shape == (2, 2)
+    other = frozen_cfg.replace(mechanism=dataclasses.replace(frozen_cfg.mechanism,
+                                                             incentive_hidden=(3,)))
+    with pytest.raises(CheckpointError, match="does not fit this run"):
+        run(other, progress=False, mechanism_from=str(tmp_path))
