@@ -21,6 +21,7 @@ stops a run cleanly after the chunk in flight and writes what it has.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -52,6 +53,10 @@ class Args(RunArgs):
     """fresh agents every this many episodes (0: never)"""
     ablation: bool = False
     """IQ-Flow's cost ablation (Fig. 8) instead of --alg"""
+    merge: tuple[str, ...] = ()
+    """instead of training: JSON files of this benchmark (one map) whose algorithms
+    are put side by side in one JSON and one plot (an algorithm in two files: the
+    later file's wins)"""
     threshold: float | None = None
     """report the first evaluation whose mean return reaches this"""
     plots: str = "runs/cleanup"
@@ -174,7 +179,29 @@ def plot(args: Args, results: dict) -> None:
     plt.close(fig)
 
 
+def merge_files(args: Args) -> dict:
+    results: dict = {}
+    maps = set()
+    for path in args.merge:
+        with open(path) as f:
+            payload = json.load(f)
+        maps.add(payload["args"]["map"])
+        results.update(payload["algorithms"])
+    if len(maps) != 1:
+        raise ValueError(f"these files hold different maps: {sorted(maps)}")
+    return {"args": {**dataclasses.asdict(args), "map": maps.pop()}, "algorithms": results}
+
+
 def main(args: Args) -> dict:
+    if args.merge:
+        payload = merge_files(args)
+        longest = max(r["episodes"] for r in payload["algorithms"].values())
+        args = dataclasses.replace(args, map=payload["args"]["map"], alg="all",
+                                   episodes=longest)
+        write_json(args.out, payload)
+        plot(args, payload["algorithms"])
+        print_learning_table(f"Cleanup {args.map}", payload["algorithms"], args.threshold)
+        return payload
     algs = algorithms(args)
     for alg in algs:  # every config is checked before anything compiles
         validate(make_config(args, alg))

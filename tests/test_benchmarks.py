@@ -166,3 +166,14 @@ def test_cleanup_benchmark_writes_curves_and_refuses_bad_input(tmp_path):
     assert os.path.exists(tmp_path / "plots" / "cleanup_7x7_returns.png")
     with pytest.raises(ValueError, match="num_seeds"):  # before anything compiles
         cleanup_bench.main(dataclasses.replace(args, alg="iqflow", seeds=-1))
+    with pytest.raises(ValueError, match="needs --mechanism-from"):
+        cleanup_bench.main(dataclasses.replace(args, alg="pretrained"))
+    # Runs of other algorithms, side by side in one JSON and plot.
+    other = json.loads(out.read_text())
+    other["algorithms"] = {"ac": other["algorithms"]["shared"]}
+    (tmp_path / "ac.json").write_text(json.dumps(other))
+    merged = cleanup_bench.main(cleanup_bench.Args(
+        merge=(str(out), str(tmp_path / "ac.json")), out=str(tmp_path / "both.json"),
+        plots=str(tmp_path / "merged")))
+    assert sorted(merged["algorithms"]) == ["ac", "shared"]
+    assert os.path.exists(tmp_path / "merged" / "cleanup_7x7_returns.png")
