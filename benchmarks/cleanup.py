@@ -33,6 +33,7 @@ from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_
 from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup, validate
 from jaxsim.runner import run
+from jaxsim.sweep import parse_sweep, split_result
 
 ALGORITHMS = ("iqflow", "id", "ac", "shared")
 # Fig. 8: IQ-Flow without its costs, without cost 1, and as specified.
@@ -94,18 +95,25 @@ def algorithms(args: Args) -> list[str]:
 
 
 def run_one(args: Args, alg: str) -> dict:
+    """{name: figures} of one algorithm's run: one entry, or one per sweep point
+    (`alg[c1=0,c2=0]`)."""
     config = make_config(args, alg)
     result = run(config, wandb_name=f"cleanup-{args.map}-{alg}",
                  wandb_group=f"cleanup-{args.map}", **run_options(args, alg),
+                 sweep=parse_sweep(args.sweep, config),
                  mechanism_from=args.mechanism_from if alg == "pretrained" else None)
+    return {alg + suffix: figures(args, config, part) for suffix, part in split_result(result)}
+
+
+def figures(args: Args, config, result) -> dict:
     returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
     incentive = result.metrics.get("incentive_per_agent")  # [chunks, seeds, N]
-    figures = {}
+    by_action = {}
     if len(result.episodes):
         last = result.episodes > 0.9 * result.episodes[-1]
         paid, taken = incentive_sums(result.metrics, last)
-        figures = {"incentive_by_action": per_action(paid, taken),
-                   "actions_taken_by_action": taken.round(4).tolist()}
+        by_action = {"incentive_by_action": per_action(paid, taken),
+                     "actions_taken_by_action": taken.round(4).tolist()}
     return {
         "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
         "episodes_planned": config.episodes,
@@ -120,7 +128,7 @@ def run_one(args: Args, alg: str) -> dict:
                                       if incentive is not None else []),
         "incentive_mean_per_agent": (incentive.mean((0, 1)).round(5).tolist()
                                      if incentive is not None and len(incentive) else []),
-        **figures,
+        **by_action,
         "episodes_per_s": result.timing["episodes_per_s"],
         "env_steps_per_s": result.timing["env_steps_per_s"],
         "compile_s": result.timing["compile_s"],
@@ -203,12 +211,14 @@ def main(args: Args) -> dict:
         print_learning_table(f"Cleanup {args.map}", payload["algorithms"], args.threshold)
         return payload
     algs = algorithms(args)
-    for alg in algs:  # every config is checked before anything compiles
+    for alg in algs:  # every config (and sweep point) is checked before anything compiles
         validate(make_config(args, alg))
+        parse_sweep(args.sweep, make_config(args, alg))
     results: dict = {}
     for alg in algs:
-        results[alg] = run_one(args, alg)
-        if results[alg]["interrupted"]:
+        ran = run_one(args, alg)
+        results.update(ran)
+        if any(r["interrupted"] for r in ran.values()):
             break
     payload = {"args": dataclasses.asdict(args), "algorithms": results}
     write_json(args.out, payload)

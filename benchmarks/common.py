@@ -34,6 +34,10 @@ class RunArgs:
     """stop this sitting after this many episodes (checkpointed); --resume goes on"""
     matmul_precision: Literal["default", "float32", "tensorfloat32", "bfloat16"] = "default"
     """float32 matmuls: JAX's default (TF32 on recent NVIDIA GPUs) or the one named"""
+    sweep: tuple[str, ...] = ()
+    """hyperparameter grid in the same program, e.g. --sweep c1=0,0.25 c2=0,1.4924e-4:
+    every point trains every seed (float fields only; sizes and algorithms are
+    separate runs)"""
     debug_nans: bool = False
     """jax_debug_nans: a NaN stops the run at the operation that made it (slow)"""
 

@@ -26,6 +26,7 @@ from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room, validate
 from jaxsim.runner import run
+from jaxsim.sweep import parse_sweep, split_result
 
 ALGORITHMS = {"iqflow": "iqflow", "id": "id", "pg": "none"}
 
@@ -56,9 +57,16 @@ def make_config(args: Args, alg: str):
 
 
 def run_one(args: Args, alg: str, threshold: float) -> dict:
+    """{name: figures} of one algorithm's run: one entry, or one per sweep point."""
     config = make_config(args, alg)
     result = run(config, wandb_name=f"er-{args.n}-{args.m}-{alg}",
-                 wandb_group=f"er-{args.n}-{args.m}", **run_options(args, alg))
+                 wandb_group=f"er-{args.n}-{args.m}", **run_options(args, alg),
+                 sweep=parse_sweep(args.sweep, config))
+    return {alg + suffix: figures(args, config, part, threshold)
+            for suffix, part in split_result(result)}
+
+
+def figures(args: Args, config, result, threshold: float) -> dict:
     returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
     last = result.episodes > 0.9 * result.episodes[-1]
     paid, taken = incentive_sums(result.metrics, last)
@@ -133,7 +141,7 @@ def plot(args: Args, results: dict, optimum: float) -> None:
     fig.savefig(os.path.join(args.plots, f"{tag}_returns.png"), dpi=110)
     plt.close(fig)
 
-    paying = {a: r for a, r in results.items() if a != "pg"}
+    paying = {a: r for a, r in results.items() if not a.startswith("pg")}
     if paying:
         fig, axes = plt.subplots(1, len(paying), figsize=(5 * len(paying), 3.8), squeeze=False)
         for ax, (alg, r) in zip(axes[0], paying.items(), strict=True):
@@ -175,13 +183,15 @@ def main(args: Args) -> dict:
                                    seeds=payload["args"]["seeds"])
     else:
         algs = list(ALGORITHMS) if args.alg == "all" else [args.alg]
-        for alg in algs:  # every config is checked before anything compiles
+        for alg in algs:  # every config and sweep point is checked before anything compiles
             validate(make_config(args, alg))
+            parse_sweep(args.sweep, make_config(args, alg))
         optimum = EscapeRoom(args.n, args.m).optimal_return
         results: dict = {}
         for alg in algs:
-            results[alg] = run_one(args, alg, threshold=optimum - 1)
-            if results[alg]["interrupted"]:
+            ran = run_one(args, alg, threshold=optimum - 1)
+            results.update(ran)
+            if any(r["interrupted"] for r in ran.values()):
                 break
         payload = {"args": dataclasses.asdict(args), "optimum": optimum, "algorithms": results}
     optimum, results = payload["optimum"], payload["algorithms"]

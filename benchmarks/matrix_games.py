@@ -277,6 +277,9 @@ def write_tables_and_plots(args: Args, game: str, table_rows, episodes, coop) ->
 def main(args: Args) -> dict:
     games = MATRIX_GAMES if args.game == "all" else (args.game,)
     algs = ("iqflow", "none") if args.alg == "both" else (args.alg,)
+    if args.sweep:
+        raise ValueError("--sweep is wired into benchmarks.escape_room and benchmarks.cleanup; "
+                         "the matrix-game tables are per run: give each value its own run")
     if args.resume or args.stop_after is not None:
         raise ValueError("matrix-game runs take minutes and their per-chunk payoff tables "
                          "live on the host only: --resume and --stop-after are not offered "

@@ -4,6 +4,7 @@ progress between chunks. Per-seed metrics are kept on the host, one row per chun
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -13,19 +14,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxsim.checkpoint import Checkpointer, config_json, load_mechanism
+from jaxsim.checkpoint import Checkpointer, CheckpointError, config_json, load_mechanism
 from jaxsim.config import TrainConfig, validate
 from jaxsim.logger import WandbLogger, flatten_metrics
+from jaxsim.sweep import Sweep, config_at
 from jaxsim.train import Experiment, TrainState, seed_keys
 
 
 @dataclass
 class RunResult:
-    """What a run leaves on the host. Arrays of metrics are `[rows, seeds, ...]`."""
+    """What a run leaves on the host. Arrays of metrics are `[rows, runs, ...]`, runs
+    being the seeds (times the sweep's points, point-major)."""
 
     config: TrainConfig
     episodes: np.ndarray  # episodes completed at the end of each chunk
@@ -37,6 +41,7 @@ class RunResult:
     state: TrainState | None = None
     wandb_dir: str | None = None
     interrupted: bool = False
+    sweep: Sweep | None = None  # with a sweep, the run axis is point-major
 
 
 def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
@@ -54,16 +59,19 @@ DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "iqflow-jax"
 
 
 def enable_compilation_cache() -> str | None:
-    """Turn on JAX's persistent compilation cache (unless the user configured one, or
-    set IQFLOW_COMPILATION_CACHE=0), so a second run of the same config loads its
-    programs instead of compiling them. Directory: $IQFLOW_COMPILATION_CACHE, else
-    ~/.cache/iqflow-jax/xla. Returns the directory in use (None: off)."""
+    """Turn on JAX's persistent compilation cache, so a second run of the same config
+    loads its programs instead of compiling them. On by default on GPUs and TPUs
+    (whose compilations are the long ones); on CPU only when asked, because XLA:CPU
+    logs a machine-feature warning on every cached program it loads.
+    IQFLOW_COMPILATION_CACHE: 0 = off, 1 = on at ~/.cache/iqflow-jax/xla, a path = on
+    there; a cache directory the user gave JAX directly wins. Returns the directory
+    in use (None: off)."""
     choice = os.environ.get("IQFLOW_COMPILATION_CACHE", "")
-    if choice == "0":
+    if choice == "0" or (not choice and jax.default_backend() == "cpu"):
         return None
     if jax.config.jax_compilation_cache_dir:  # set by the user or JAX_COMPILATION_CACHE_DIR
         return jax.config.jax_compilation_cache_dir
-    directory = choice or DEFAULT_CACHE_DIR
+    directory = DEFAULT_CACHE_DIR if choice in ("", "1") else choice
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
     return directory
@@ -83,9 +91,10 @@ class NonFiniteError(FloatingPointError):
     """A run produced NaN or Inf; the message names the seeds, episodes and quantities."""
 
 
-def nonfinite_report(metrics: dict, first_seed: int) -> list[str]:
-    """'quantity: seeds [...]' for every per-seed metric that is not finite (the
-    training state's own NaN/Inf count is the metric guard/nonfinite_values)."""
+def nonfinite_report(metrics: dict, run_names: list) -> list[str]:
+    """'quantity: seeds [...]' for every per-run metric that is not finite (the
+    training state's own NaN/Inf count is the metric guard/nonfinite_values); runs
+    are named by `run_names` (their seeds, and sweep points)."""
     lines = []
     for name, value in metrics.items():
         value = np.asarray(value, np.float64)
@@ -94,8 +103,8 @@ def nonfinite_report(metrics: dict, first_seed: int) -> list[str]:
         if name == "guard/nonfinite_values":
             bad = per_seed[:, 0] > 0
         if bad.any():
-            seeds = (np.flatnonzero(bad) + first_seed).tolist()
-            lines.append(f"{name}: seeds {seeds}")
+            runs = [run_names[i] for i in np.flatnonzero(bad)]
+            lines.append(f"{name}: seeds {runs}")
     return lines
 
 
@@ -149,6 +158,7 @@ def run(
     resume: bool = False,
     stop_after: int | None = None,
     mechanism_from: str | None = None,
+    sweep: Sweep | None = None,
     debug_nans: bool = False,
 ) -> RunResult:
     """Train every seed of `config` in one compiled program.
@@ -171,12 +181,15 @@ def run(
     `mechanism_from`: a checkpoint directory of an IQ-Flow or ID run whose incentive
     network replaces the fresh one at the start (seed i from its seed i); with
     `config.freeze_mechanism` it then pays fresh agents unchanged (Fig. 10).
+
+    `sweep` (jaxsim.sweep.parse_sweep): every grid point trains every seed in the same
+    program; the result's run axis is point-major (`sweep.size * num_seeds`).
     """
     options = dict(wandb_mode=wandb_mode, wandb_project=wandb_project, wandb_name=wandb_name,
                    wandb_group=wandb_group, wandb_dir=wandb_dir, on_chunk=on_chunk,
                    progress=progress, checkpoint_dir=checkpoint_dir,
                    checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
-                   mechanism_from=mechanism_from)
+                   mechanism_from=mechanism_from, sweep=sweep)
     with jax.debug_nans(True) if debug_nans else contextlib.nullcontext():
         return _run(config, **options)
 
@@ -196,6 +209,7 @@ def _run(
     resume: bool = False,
     stop_after: int | None = None,
     mechanism_from: str | None = None,
+    sweep: Sweep | None = None,
 ) -> RunResult:
     validate(config)  # before any compilation
     enable_compilation_cache()
@@ -214,9 +228,17 @@ def _run(
     experiment = Experiment(config)
     logger = WandbLogger(wandb_mode, project=wandb_project, name=wandb_name,
                          group=wandb_group, config=config_json(config), directory=wandb_dir)
-    sharding = seed_sharding(config.num_seeds)  # every leaf leads with the seed axis
+    points = 1 if sweep is None else sweep.size
+    runs = points * config.num_seeds  # every sweep point trains every seed
+    run_names = [config.first_seed + i % config.num_seeds for i in range(runs)]
+    if sweep is not None:
+        run_names = [f"{seed} at {sweep.name(i // config.num_seeds)}"
+                     for i, seed in enumerate(run_names)]
+    sharding = seed_sharding(runs)  # every leaf leads with the run axis
     init = jax.jit(jax.vmap(experiment.init), out_shardings=sharding)
-    keys = jax.device_put(seed_keys(config), sharding)
+    keys = jax.device_put(jnp.tile(seed_keys(config), (points, 1)), sharding)
+    values = jax.device_put((sweep.values(config.num_seeds) if sweep is not None
+                             else jnp.zeros((runs, 0), jnp.float32)), sharding)
     rows, evals, eval_at, ends, probes = [], [], [], [], []
     episode = 0
     earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
@@ -233,6 +255,10 @@ def _run(
                                                                    sharding=sharding),
                                     jax.eval_shape(init, keys))
             state, history, meta = checkpointer.restore(abstract)
+            swept = None if sweep is None else sweep.to_json()
+            if meta.get("sweep") != swept:
+                raise CheckpointError(f"checkpoint in {checkpoint_dir} was written with "
+                                      f"sweep {meta.get('sweep')}, this run has {swept}")
         except Exception:
             checkpointer.close()  # its async writer must not outlive a refused resume
             raise
@@ -251,13 +277,27 @@ def _run(
             history.update(evals=_stack(evals), eval_at=np.asarray(eval_at, np.int64))
         checkpointer.save(episode, state, history, {
             "seeds": config.num_seeds, "train_s": earlier[0] + train_s,
+            "sweep": None if sweep is None else sweep.to_json(),
             "env_steps": earlier[1] + steps_done,
             "trained_episodes": earlier[2] + episode - first})
 
     start = time.perf_counter()
+    def at_point(method):
+        """`method` of the experiment at each run's sweep values (traced numbers)."""
+        def one(point_values, state):
+            if sweep is None:
+                return getattr(experiment, method)(state)
+            swept = config_at(config, sweep.fields, list(point_values))
+            with jax.ensure_compile_time_eval():  # specs and shapes stay concrete
+                swept_experiment = Experiment(swept, check=False)
+            return getattr(swept_experiment, method)(state)
+        return jax.vmap(one)
+
     placed = dict(in_shardings=sharding, out_shardings=sharding)
-    chunk = jax.jit(jax.vmap(experiment.run_chunk), **placed).lower(state).compile()
-    evaluate = jax.jit(jax.vmap(experiment.evaluate), **placed).lower(state).compile()
+    chunk_program = jax.jit(at_point("run_chunk"), **placed).lower(values, state).compile()
+    evaluate_program = jax.jit(at_point("evaluate"), **placed).lower(values, state).compile()
+    chunk = functools.partial(chunk_program, values)
+    evaluate = functools.partial(evaluate_program, values)
     compile_s = time.perf_counter() - start
 
     train_s, steps_done = 0.0, 0.0
@@ -273,7 +313,7 @@ def _run(
                 tick = time.perf_counter()
                 new_state, metrics = chunk(state)
                 metrics = jax.device_get(metrics)  # waits for the chunk
-                bad = nonfinite_report(metrics, config.first_seed)
+                bad = nonfinite_report(metrics, run_names)
                 if bad:  # keep the last good state, checkpointed, and say where it broke
                     if checkpointer is not None and saved_at != episode and episode > 0:
                         save_checkpoint()
@@ -298,7 +338,7 @@ def _run(
                 rows.append(metrics)
                 ends.append(episode)
                 log = flatten_metrics(metrics)
-                log["throughput/seed_episodes_per_s"] = per_chunk * config.num_seeds / elapsed
+                log["throughput/seed_episodes_per_s"] = per_chunk * runs / elapsed
                 log["throughput/env_steps_per_s"] = chunk_steps / elapsed
                 log["throughput/compile_s"] = compile_s
                 log["throughput/devices"] = sharding.num_devices
@@ -311,7 +351,7 @@ def _run(
                     probes.append((episode, on_chunk(state, episode)))
                 logger.log(log, step=episode)
                 bar.update(per_chunk)
-                bar.set_postfix(ep_s=f"{(episode - first) * config.num_seeds / train_s:.0f}",
+                bar.set_postfix(ep_s=f"{(episode - first) * runs / train_s:.0f}",
                                 steps_s=f"{steps_done / train_s:.0f}",
                                 ret=f"{log['return']:.2f}", refresh=False)
                 if checkpointer is not None and (
@@ -345,11 +385,12 @@ def _run(
         "devices": sharding.num_devices,
         "train_s": total_s,
         "num_seeds": config.num_seeds,
-        "episodes_per_s": trained * config.num_seeds / total_s if total_s else None,
+        "runs": runs,
+        "episodes_per_s": trained * runs / total_s if total_s else None,
         "env_steps_per_s": total_steps / total_s if total_s else None,
     }
     return RunResult(
         config=config, episodes=np.asarray(ends), metrics=_stack(rows),
         eval_episodes=np.asarray(eval_at), eval_metrics=_stack(evals), probes=probes,
-        timing=timing, state=state, wandb_dir=run_dir, interrupted=interrupted,
+        timing=timing, state=state, wandb_dir=run_dir, interrupted=interrupted, sweep=sweep,
     )

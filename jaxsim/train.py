@@ -51,8 +51,11 @@ def episode_metrics(traj: Trajectory, num_actions: int) -> dict:
 class Experiment:
     """The pure pieces of one experiment, built from a validated config."""
 
-    def __init__(self, config: TrainConfig):
-        validate(config)
+    def __init__(self, config: TrainConfig, check: bool = True):
+        """check=False skips `validate`: for configs holding traced sweep values, whose
+        concrete grid points were validated before compilation."""
+        if check:
+            validate(config)
         self.config = config
         self.env = envs_jax.make(config.env, **dict(config.env_params))
         self.agent = agents_lib.make(config.agent, self.env)

@@ -71,3 +71,37 @@ def test_a_second_start_loads_its_programs_from_the_compilation_cache(tmp_path, 
         compilation_cache.reset_cache()
     assert second.timing["compile_s"] < 0.5 * first.timing["compile_s"]
     np.testing.assert_array_equal(second.metrics["return"], first.metrics["return"])
+
+
+@pytest.mark.timeout(600)
+def test_a_sweep_of_two_values_and_two_seeds_equals_the_four_separate_runs():
+    import dataclasses
+
+    from jaxsim.sweep import parse_sweep, split_points
+
+    base = tiny_config(num_seeds=2, episodes=20)
+    sweep = parse_sweep(["c1=0,0.5"], base)
+    assert sweep.fields == ("mechanism.c1",) and sweep.size == 2
+    swept = run(base, progress=False, sweep=sweep)
+    assert swept.metrics["return"].shape == (2, 4)  # chunks, points x seeds
+    for point, c1 in enumerate((0.0, 0.5)):
+        alone = run(base.replace(mechanism=dataclasses.replace(base.mechanism, c1=c1)),
+                    progress=False)
+        for name, value in alone.metrics.items():
+            np.testing.assert_allclose(split_points(swept.metrics[name], sweep, 2)[point],
+                                       value, rtol=1e-6, atol=1e-7, err_msg=f"{name} c1={c1}")
+    # The meta loss does depend on c1: the two points are different programs' numbers.
+    meta = split_points(swept.metrics["meta/loss"], sweep, 2)
+    assert not np.allclose(meta[0], meta[1])
+
+
+def test_sweep_refuses_what_changes_the_program():
+    from jaxsim.sweep import parse_sweep
+
+    base = tiny_config()
+    with pytest.raises(ValueError, match="cannot sweep 'unroll_steps'.*run them separately"):
+        parse_sweep(["unroll_steps=1,2"], base)
+    with pytest.raises(ValueError, match="must be"):  # every point is validated
+        parse_sweep(["c1=0,-1"], base)
+    with pytest.raises(ValueError, match="expected NAME=V1,V2"):
+        parse_sweep(["c1"], base)
