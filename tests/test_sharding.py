@@ -18,7 +18,8 @@ import sys, numpy as np, jax
 from jaxsim.runner import run
 from tests.test_engine import tiny_config
 assert len(jax.devices()) == 4, jax.devices()
-result = run(tiny_config(num_seeds=8), progress=False)
+from jaxsim.config import NoMechanismConfig
+result = run(tiny_config(num_seeds=8, mechanism=NoMechanismConfig()), progress=False)
 assert result.timing["devices"] == 4
 np.savez(sys.argv[1], **{k.replace("/", "."): v for k, v in result.metrics.items()},
          eval_return=result.eval_metrics["eval/return"],
@@ -42,7 +43,9 @@ def test_four_cpu_devices_give_the_one_device_numbers(tmp_path):
     subprocess.run([sys.executable, "-c", CHILD, str(out)], env=env, cwd=root, check=True,
                    timeout=550)
     sharded = np.load(out)
-    single = run(tiny_config(num_seeds=8), progress=False)
+    from jaxsim.config import NoMechanismConfig
+
+    single = run(tiny_config(num_seeds=8, mechanism=NoMechanismConfig()), progress=False)
     for name, value in single.metrics.items():
         np.testing.assert_array_equal(sharded[name.replace("/", ".")], value, err_msg=name)
     np.testing.assert_array_equal(sharded["eval_return"], single.eval_metrics["eval/return"])
@@ -52,22 +55,25 @@ def test_four_cpu_devices_give_the_one_device_numbers(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_a_second_start_loads_its_programs_from_the_compilation_cache(tmp_path, monkeypatch):
+def test_a_second_start_loads_its_programs_from_the_compilation_cache(tmp_path):
     """With the persistent cache on, the same config started again (in-memory caches
     cleared, as in a new process) compiles in a fraction of the first start's time
     and trains the same numbers."""
+    from jax._src import compilation_cache
+
     from jaxsim import runner
 
-    monkeypatch.setenv("IQFLOW_COMPILATION_CACHE", str(tmp_path / "xla"))
-    assert jax.config.jax_compilation_cache_dir is None
+    previous = jax.config.jax_compilation_cache_dir  # the suite's own cache, if any
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
+    compilation_cache.reset_cache()
     try:
+        assert runner.enable_compilation_cache() == str(tmp_path / "xla")
         first = runner.run(tiny_config(num_seeds=2, seed=11), progress=False)
         assert os.listdir(tmp_path / "xla")
         jax.clear_caches()
         second = runner.run(tiny_config(num_seeds=2, seed=11), progress=False)
-    finally:  # later tests compile without the cache again
-        jax.config.update("jax_compilation_cache_dir", None)
-        from jax._src import compilation_cache
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
         compilation_cache.reset_cache()
     assert second.timing["compile_s"] < 0.5 * first.timing["compile_s"]
     np.testing.assert_array_equal(second.metrics["return"], first.metrics["return"])
@@ -79,20 +85,21 @@ def test_a_sweep_of_two_values_and_two_seeds_equals_the_four_separate_runs():
 
     from jaxsim.sweep import parse_sweep, split_points
 
-    base = tiny_config(num_seeds=2, episodes=20)
-    sweep = parse_sweep(["c1=0,0.5"], base)
-    assert sweep.fields == ("mechanism.c1",) and sweep.size == 2
+    from jaxsim.config import NoMechanismConfig
+
+    base = tiny_config(num_seeds=2, episodes=20, mechanism=NoMechanismConfig())
+    sweep = parse_sweep(["lr=0.001,0.5"], base)
+    assert sweep.fields == ("agent.lr",) and sweep.size == 2
     swept = run(base, progress=False, sweep=sweep)
     assert swept.metrics["return"].shape == (2, 4)  # chunks, points x seeds
-    for point, c1 in enumerate((0.0, 0.5)):
-        alone = run(base.replace(mechanism=dataclasses.replace(base.mechanism, c1=c1)),
-                    progress=False)
+    for point, lr in enumerate((0.001, 0.5)):
+        alone = run(base.replace(agent=dataclasses.replace(base.agent, lr=lr)), progress=False)
         for name, value in alone.metrics.items():
             np.testing.assert_allclose(split_points(swept.metrics[name], sweep, 2)[point],
-                                       value, rtol=1e-6, atol=1e-7, err_msg=f"{name} c1={c1}")
-    # The meta loss does depend on c1: the two points are different programs' numbers.
-    meta = split_points(swept.metrics["meta/loss"], sweep, 2)
-    assert not np.allclose(meta[0], meta[1])
+                                       value, rtol=1e-6, atol=1e-7, err_msg=f"{name} lr={lr}")
+    # The learning rate does reach the agents: the two points learn differently.
+    entropy = split_points(swept.metrics["agent/entropy"], sweep, 2)
+    assert not np.allclose(entropy[0], entropy[1])
 
 
 def test_sweep_refuses_what_changes_the_program():
