@@ -87,6 +87,15 @@ def seed_sharding(num_seeds: int, devices=None) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("seeds"))
 
 
+def _debug_nans_option(run_fn):
+    """Adds `debug_nans=False` to `run`: True runs it under jax_debug_nans."""
+    @functools.wraps(run_fn)
+    def wrapper(config: TrainConfig, *, debug_nans: bool = False, **options) -> RunResult:
+        with jax.debug_nans(True) if debug_nans else contextlib.nullcontext():
+            return run_fn(config, **options)
+    return wrapper
+
+
 class NonFiniteError(FloatingPointError):
     """A run produced NaN or Inf; the message names the seeds, episodes and quantities."""
 
@@ -143,6 +152,7 @@ def stop_signals():
             signal.signal(s, handler)
 
 
+@_debug_nans_option
 def run(
     config: TrainConfig,
     *,
@@ -159,7 +169,6 @@ def run(
     stop_after: int | None = None,
     mechanism_from: str | None = None,
     sweep: Sweep | None = None,
-    debug_nans: bool = False,
 ) -> RunResult:
     """Train every seed of `config` in one compiled program.
 
@@ -185,32 +194,6 @@ def run(
     `sweep` (jaxsim.sweep.parse_sweep): every grid point trains every seed in the same
     program; the result's run axis is point-major (`sweep.size * num_seeds`).
     """
-    options = dict(wandb_mode=wandb_mode, wandb_project=wandb_project, wandb_name=wandb_name,
-                   wandb_group=wandb_group, wandb_dir=wandb_dir, on_chunk=on_chunk,
-                   progress=progress, checkpoint_dir=checkpoint_dir,
-                   checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after,
-                   mechanism_from=mechanism_from, sweep=sweep)
-    with jax.debug_nans(True) if debug_nans else contextlib.nullcontext():
-        return _run(config, **options)
-
-
-def _run(
-    config: TrainConfig,
-    *,
-    wandb_mode: str = "disabled",
-    wandb_project: str = "iqflow-jax",
-    wandb_name: str | None = None,
-    wandb_group: str | None = None,
-    wandb_dir: str | None = None,
-    on_chunk: Callable[[TrainState, int], Any] | None = None,
-    progress: bool = True,
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int = 10,
-    resume: bool = False,
-    stop_after: int | None = None,
-    mechanism_from: str | None = None,
-    sweep: Sweep | None = None,
-) -> RunResult:
     validate(config)  # before any compilation
     enable_compilation_cache()
     if stop_after is not None and (stop_after <= 0 or stop_after % config.chunk_episodes):
