@@ -118,7 +118,7 @@ def main(args: Args) -> dict:
                      wandb_name=f"throughput-{args.env}-{args.alg}-{config.num_seeds}",
                      progress=args.progress)
         rows.append({"seeds": config.num_seeds, **{k: result.timing[k] for k in (
-            "episodes_per_s", "env_steps_per_s", "compile_s", "train_s")}})
+            "episodes_per_s", "env_steps_per_s", "compile_s", "train_s", "devices")}})
     base = rows[0]["episodes_per_s"]
     for row in rows:
         row["ratio_to_first"] = row["episodes_per_s"] / base
