@@ -84,13 +84,14 @@ def summarise(eval_episodes, returns, threshold: float | None) -> dict:
 def print_learning_table(title: str, results: dict, threshold: float | None = None) -> None:
     """The last lines of a learning benchmark: one row per algorithm."""
     first = "first_eval" + (f">={threshold:g}" if threshold is not None else "")
+    width = max([8, *(len(alg) for alg in results)])  # sweep points have long names
     print(f"\n{title}")
-    print(f"alg      seeds  episodes  final_return  {first:>16}  episodes/s  env-steps/s"
-          "  compile_s")
+    print(f"{'alg':<{width}} seeds  episodes  final_return  {first:>16}  episodes/s"
+          "  env-steps/s  compile_s")
     dash = lambda value, fmt: "-" if value is None else format(value, fmt)
     for alg, r in results.items():
         final = float("nan") if r["final_return_mean"] is None else r["final_return_mean"]
-        print(f"{alg:<8} {r['seeds']:5d} {r['episodes']:9d} {final:13.2f}"
+        print(f"{alg:<{width}} {r['seeds']:5d} {r['episodes']:9d} {final:13.2f}"
               f"  {dash(r['first_episode_at_or_above'], 'd'):>16}"
               f"  {dash(r['episodes_per_s'], '.1f'):>10}  {dash(r['env_steps_per_s'], '.0f'):>11}"
               f"  {r['compile_s']:9.1f}")
