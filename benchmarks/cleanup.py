@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_curves,
-                               print_learning_table, run_options, summarise, write_json)
+                               print_learning_table, run_figures, run_options, write_json)
 from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup, validate
 from jaxsim.runner import run
@@ -106,7 +106,6 @@ def run_one(args: Args, alg: str) -> dict:
 
 
 def figures(args: Args, config, result) -> dict:
-    returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
     incentive = result.metrics.get("incentive_per_agent")  # [chunks, seeds, N]
     by_action = {}
     if len(result.episodes):
@@ -115,12 +114,7 @@ def figures(args: Args, config, result) -> dict:
         by_action = {"incentive_by_action": per_action(paid, taken),
                      "actions_taken_by_action": taken.round(4).tolist()}
     return {
-        "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
-        "episodes_planned": config.episodes,
-        "seeds": args.seeds,
-        "first_seed": args.first_seed,
-        "interrupted": result.interrupted,
-        **summarise(result.eval_episodes, returns, args.threshold),
+        **run_figures(args, config, result, args.threshold),
         "train_episodes": [int(e) for e in result.episodes],
         "train_return_mean": (result.metrics["return"].mean(1).round(4).tolist()
                               if len(result.episodes) else []),
@@ -129,10 +123,6 @@ def figures(args: Args, config, result) -> dict:
         "incentive_mean_per_agent": (incentive.mean((0, 1)).round(5).tolist()
                                      if incentive is not None and len(incentive) else []),
         **by_action,
-        "episodes_per_s": result.timing["episodes_per_s"],
-        "env_steps_per_s": result.timing["env_steps_per_s"],
-        "compile_s": result.timing["compile_s"],
-        "wandb_dir": result.wandb_dir,
     }
 
 

@@ -108,6 +108,24 @@ def plot_return_curves(ax, results: dict) -> None:
     ax.set_ylabel("total environment return (eval)")
 
 
+def run_figures(args: RunArgs, config, result, threshold: float | None) -> dict:
+    """The JSON figures every learning benchmark reports for one run (or sweep point):
+    how far it got, the evaluated curve's summary and the throughput."""
+    returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
+    return {
+        "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
+        "episodes_planned": config.episodes,
+        "seeds": args.seeds,
+        "first_seed": args.first_seed,
+        "interrupted": result.interrupted,
+        **summarise(result.eval_episodes, returns, threshold),
+        "episodes_per_s": result.timing["episodes_per_s"],
+        "env_steps_per_s": result.timing["env_steps_per_s"],
+        "compile_s": result.timing["compile_s"],
+        "wandb_dir": result.wandb_dir,
+    }
+
+
 def machine_info() -> dict:
     """What a benchmark's figures were measured on, for its JSON."""
     import platform

@@ -22,7 +22,8 @@ from typing import Literal
 import numpy as np
 
 from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_curves,
-                               print_learning_table, run_options, summarise, write_json)
+                               print_learning_table, run_figures, run_options, summarise,
+                               write_json)
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room, validate
 from jaxsim.runner import run
@@ -67,23 +68,13 @@ def run_one(args: Args, alg: str, threshold: float) -> dict:
 
 
 def figures(args: Args, config, result, threshold: float) -> dict:
-    returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
     last = result.episodes > 0.9 * result.episodes[-1]
     paid, taken = incentive_sums(result.metrics, last)
     return {
-        "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
-        "episodes_planned": config.episodes,
-        "seeds": args.seeds,
-        "first_seed": args.first_seed,
-        "interrupted": result.interrupted,
-        **summarise(result.eval_episodes, returns, threshold),
+        **run_figures(args, config, result, threshold),
         "incentive_by_action": per_action(paid, taken),
         "incentive_paid_by_action": paid.round(6).tolist(),
         "actions_taken_by_action": taken.round(6).tolist(),
-        "episodes_per_s": result.timing["episodes_per_s"],
-        "env_steps_per_s": result.timing["env_steps_per_s"],
-        "compile_s": result.timing["compile_s"],
-        "wandb_dir": result.wandb_dir,
     }
 
 

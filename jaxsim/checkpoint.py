@@ -60,6 +60,13 @@ def _config_differences(saved: dict, current: dict, config: TrainConfig | None =
             if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
 
 
+def _state_reader(directory: str) -> ocp.CheckpointManager:
+    """A manager that reads the `state` item of a run's checkpoints (its metadata or
+    its arrays, without a target structure) and never writes."""
+    return ocp.CheckpointManager(directory, item_handlers={
+        "state": ocp.StandardCheckpointHandler()})
+
+
 def _leaf_name(path) -> str:
     parts = []
     for key in path:
@@ -105,8 +112,7 @@ class Checkpointer:
     def _shape_differences(self, episode: int, abstract_state) -> list[str]:
         """Leaves whose saved shape differs from `abstract_state`'s, read from the
         checkpoint's metadata alone, so that a mismatch is named before any restore."""
-        reader = ocp.CheckpointManager(self.directory, item_handlers={
-            "state": ocp.StandardCheckpointHandler()})
+        reader = _state_reader(self.directory)
         try:
             saved = reader.item_metadata(episode)["state"]
         except Exception:  # noqa: BLE001 - unreadable metadata: restore() says why
@@ -169,8 +175,7 @@ def load_mechanism(directory: str, mechanism_state, part: str = "eta", episode: 
     checkpoint or fewer. Refused with the reason when the checkpoint has no such part,
     too few seeds or other shapes; the checkpoint is only read."""
     directory = os.path.abspath(directory)
-    reader = ocp.CheckpointManager(directory, item_handlers={
-        "state": ocp.StandardCheckpointHandler()})
+    reader = _state_reader(directory)
     try:
         steps = list(reader.all_steps())
         if not steps:
