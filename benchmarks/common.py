@@ -65,7 +65,10 @@ def mean_ci95(values) -> dict[str, Any]:
 def summarise(eval_episodes, returns, threshold: float | None) -> dict:
     """The curve's figures from the evaluated returns `[evals, seeds]`; the first
     evaluation whose mean reaches `threshold` (None: not asked)."""
-    returns = np.asarray(returns, float).reshape(len(eval_episodes), -1)
+    returns = np.asarray(returns, float)
+    # No evaluation yet (a run stopped before its first): an empty curve, not an error.
+    returns = returns.reshape(len(eval_episodes), -1) if len(eval_episodes) else \
+        np.zeros((0, 0))
     stats = [mean_ci95(row) for row in returns]
     means = np.array([s["mean"] for s in stats])
     reached = np.flatnonzero(means >= threshold) if threshold is not None else []

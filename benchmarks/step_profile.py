@@ -15,7 +15,10 @@ of the matmul rate.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -24,7 +27,7 @@ import numpy as np
 
 from benchmarks.common import machine_info, write_json
 from jaxsim.config import CLEANUP_MAPS, cleanup, escape_room, validate
-from jaxsim.train import Experiment, seed_keys
+from jaxsim.train import Experiment, over_runs, seed_keys
 
 
 @dataclass
@@ -33,7 +36,10 @@ class Args:
     """escape_room (ER(n, m)), cleanup_7x7 or cleanup_10x10"""
     n: int = 5
     m: int = 2
-    seeds: tuple[int, ...] = (4, 64)
+    seeds: tuple[str, ...] = ("4", "64")
+    """one row per entry: SEEDS, optionally with ':remat' (recompute the unrolled critic
+    steps' activations in the backward pass) and ':group=G' (run the seeds G at a time,
+    lax.map over groups of a vmap, to fit memory), e.g. 4096:remat:group=1024"""
     unroll: tuple[int, ...] = (20, 1)
     """unrolled critic steps K to time; the SPEC's is 20"""
     chunk_episodes: int = 20
@@ -44,8 +50,36 @@ class Args:
     replay_capacity: int | None = 10_000
     """rows in each seed's buffer (None: the whole run's). Time does not depend on it,
     memory does: 4096 seeds of ER(5,2) with the whole run's 125,000 rows need 300 GB"""
+    compile_threads: int = 1
+    """rows compiled at once before any is timed (XLA compiles outside the GIL)"""
     out: str | None = None
     """written after every row, so a run stopped part-way keeps the rows it timed"""
+
+
+@dataclass(frozen=True)
+class Row:
+    seeds: int
+    remat: bool = False
+    group: int | None = None  # seeds run at once; None: all
+
+    @classmethod
+    def parse(cls, text: str) -> Row:
+        head, *options = text.split(":")
+        try:
+            seeds, remat, group = int(head), False, None
+            for option in options:
+                if option == "remat":
+                    remat = True
+                elif option.startswith("group="):
+                    group = int(option.removeprefix("group="))
+                else:
+                    raise ValueError(option)
+        except ValueError:
+            raise ValueError(f"bad row {text!r}: expected SEEDS[:remat][:group=G], "
+                             "e.g. 4096:remat:group=1024") from None
+        if seeds < 1 or (group is not None and not 1 <= group <= seeds):
+            raise ValueError(f"bad row {text!r}: need seeds >= 1 and 1 <= group <= seeds")
+        return cls(seeds, remat, group)
 
 
 def matmul_gflops(size: int, repeats: int = 20) -> float:
@@ -86,27 +120,46 @@ def dot_flops(jaxpr) -> float:
     return total
 
 
-def make_config(args: Args, seeds: int):
+def make_config(args: Args, row: Row, unroll: int):
+    seeds = row.seeds
     if args.env == "escape_room":
-        return escape_room(args.n, args.m, "iqflow", num_seeds=seeds,
-                           chunk_episodes=args.chunk_episodes)
-    maps = [f"cleanup_{m}" for m in CLEANUP_MAPS]
-    if args.env not in maps:
-        raise ValueError(f"unknown env {args.env!r}; valid: escape_room, {', '.join(maps)}")
-    return cleanup(args.env.removeprefix("cleanup_"), "iqflow", num_seeds=seeds,
-                   chunk_episodes=args.chunk_episodes, eval_period=args.chunk_episodes,
-                   agent_reset_period=0)
+        config = escape_room(args.n, args.m, "iqflow", num_seeds=seeds,
+                             chunk_episodes=args.chunk_episodes)
+    else:
+        maps = [f"cleanup_{m}" for m in CLEANUP_MAPS]
+        if args.env not in maps:
+            raise ValueError(f"unknown env {args.env!r}; valid: escape_room, "
+                             f"{', '.join(maps)}")
+        config = cleanup(args.env.removeprefix("cleanup_"), "iqflow", num_seeds=seeds,
+                         chunk_episodes=args.chunk_episodes,
+                         eval_period=args.chunk_episodes, agent_reset_period=0)
+    return config.replace(mechanism=dataclasses.replace(
+        config.mechanism, unroll_steps=unroll, replay_capacity=args.replay_capacity,
+        remat_unroll=row.remat))
 
 
-def time_step(args: Args, seeds: int, unroll: int) -> dict:
-    config = make_config(args, seeds)
-    config = config.replace(mechanism=dataclasses.replace(
-        config.mechanism, unroll_steps=unroll, replay_capacity=args.replay_capacity))
+def prepare(args: Args, row: Row, unroll: int) -> dict:
+    """Trace, count and compile one row's chunk program (no device memory used yet)."""
+    config = make_config(args, row, unroll)
     experiment = Experiment(config)
-    state = jax.jit(jax.vmap(experiment.init))(seed_keys(config))
-    chunk = jax.vmap(experiment.run_chunk)
-    flops = dot_flops(jax.make_jaxpr(chunk)(state))
-    compiled = jax.jit(chunk).lower(state).compile()
+    init = jax.jit(jax.vmap(experiment.init))
+    keys = seed_keys(config)
+    abstract = jax.eval_shape(init, keys)
+    chunk = over_runs(experiment.run_chunk, row.group)
+    flops = dot_flops(jax.make_jaxpr(chunk)(abstract))
+    start = time.perf_counter()
+    compiled = jax.jit(chunk, donate_argnums=0).lower(abstract).compile()
+    memory = compiled.memory_analysis()
+    return {"init": init, "keys": keys, "compiled": compiled, "flops": flops,
+            "compile_s": time.perf_counter() - start,
+            "temp_bytes_per_seed": getattr(memory, "temp_size_in_bytes", 0) / row.seeds,
+            "state_bytes_per_seed": sum(x.size * x.dtype.itemsize for x in
+                                        jax.tree.leaves(abstract)) / row.seeds}
+
+
+def time_step(args: Args, row: Row, unroll: int, program: dict) -> dict:
+    seeds, compiled = row.seeds, program["compiled"]
+    state = program["init"](program["keys"])
     for _ in range(args.max_warm_chunks):  # until start_train steps are stored
         state, metrics = compiled(state)
         if float(np.min(metrics["meta/active"])) == 1.0:
@@ -118,39 +171,69 @@ def time_step(args: Args, seeds: int, unroll: int) -> dict:
         state, metrics = compiled(state)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
+    del state
     seed_episodes = args.timed_chunks * args.chunk_episodes * seeds
-    flops_per = flops / (args.chunk_episodes * seeds)
-    return {"seeds": seeds, "unroll_steps": unroll,
-            "ms_per_seed_episode": 1000 * seconds / seed_episodes,
+    flops_per = program["flops"] / (args.chunk_episodes * seeds)
+    return {"ms_per_seed_episode": 1000 * seconds / seed_episodes,
+            "seed_episodes_per_s": seed_episodes / seconds,
             "matmul_gflop_per_seed_episode": flops_per / 1e9,
             "gflops_reached": flops_per * seed_episodes / seconds / 1e9}
 
 
 def main(args: Args) -> dict:
+    rows_wanted = [(Row.parse(text), unroll) for text in args.seeds for unroll in args.unroll]
+    for row, unroll in rows_wanted:  # bad input fails before anything is compiled
+        validate(make_config(args, row, unroll))
     peak = matmul_gflops(args.matmul_size)
     rows: list[dict] = []
-    for seeds in args.seeds:  # bad input fails before anything is timed
-        validate(make_config(args, seeds))
     payload = {"args": dataclasses.asdict(args), **machine_info(), "matmul_gflops": peak,
                "rows": rows}
+    write_json(args.out, payload)
+    pool = ThreadPoolExecutor(max(1, args.compile_threads))
+    interrupted = False
+    programs = [pool.submit(prepare, args, row, unroll) for row, unroll in rows_wanted]
     try:
-        for seeds in args.seeds:
-            for unroll in args.unroll:
-                row = time_step(args, seeds, unroll)
-                row["fraction_of_matmul_rate"] = row["gflops_reached"] / peak
-                rows.append(row)
-                write_json(args.out, payload)
+        for index, (row, unroll) in enumerate(rows_wanted):
+            result = {"seeds": row.seeds, "unroll_steps": unroll, "remat": row.remat,
+                      "group": row.group}
+            try:
+                program = programs[index].result()
+                programs[index] = None  # the executable goes with this row
+                result.update({k: program[k] for k in ("compile_s", "temp_bytes_per_seed",
+                                                       "state_bytes_per_seed")})
+                result.update(time_step(args, row, unroll, program))
+                result["fraction_of_matmul_rate"] = result["gflops_reached"] / peak
+                del program
+            except Exception as error:  # out of memory at one size: keep the other rows
+                message = str(error)
+                if "RESOURCE_EXHAUSTED" not in message and "out of memory" not in message.lower():
+                    raise
+                result["error"] = message.splitlines()[0][:300]
+            rows.append(result)
+            write_json(args.out, payload)
     except KeyboardInterrupt:
-        print(f"interrupted: {len(rows)} of {len(args.seeds) * len(args.unroll)} rows timed")
+        interrupted = True
+        print(f"interrupted: {len(rows)} of {len(rows_wanted)} rows timed")
+    pool.shutdown(wait=False, cancel_futures=True)
     name = f"ER({args.n}, {args.m})" if args.env == "escape_room" else args.env
     print(f"\n{name} IQ-Flow episode step on {payload['device']} "
           f"({payload['cpu_count']} cpus); dense {args.matmul_size}^2 f32 matmul: "
           f"{peak:.1f} GFLOP/s")
-    print("seeds   K  ms/seed-episode  matmul+conv GFLOP/seed-ep  GFLOP/s  fraction of matmul rate")
+    print("seeds  remat  group   K  ms/seed-ep  seed-ep/s  GFLOP/seed-ep  GFLOP/s  "
+          "fraction  temp MB/seed  compile s")
     for r in rows:
-        print(f"{r['seeds']:>5} {r['unroll_steps']:>3}  {r['ms_per_seed_episode']:15.2f}"
-              f"  {r['matmul_gflop_per_seed_episode']:20.3f}  {r['gflops_reached']:7.1f}"
-              f"  {r['fraction_of_matmul_rate']:23.2f}")
+        head = (f"{r['seeds']:>5}  {'yes' if r['remat'] else 'no':>5}  "
+                f"{r['group'] or '-':>5} {r['unroll_steps']:>3}")
+        if "error" in r:
+            print(f"{head}  {r['error'][:90]}")
+            continue
+        print(f"{head}  {r['ms_per_seed_episode']:10.3f}  {r['seed_episodes_per_s']:9.0f}"
+              f"  {r['matmul_gflop_per_seed_episode']:13.3f}  {r['gflops_reached']:7.1f}"
+              f"  {r['fraction_of_matmul_rate']:8.3f}  {r['temp_bytes_per_seed'] / 1e6:12.1f}"
+              f"  {r['compile_s']:9.1f}")
+    if interrupted:  # compilations still in flight would hold the exit: abandon them
+        sys.stdout.flush()
+        os._exit(130)
     return payload
 
 

@@ -83,6 +83,10 @@ class IQFlowConfig:
     # Conv(conv_filters, 3x3) over each agent's image before the first hidden layer,
     # the actions joining after it (SPEC §3).
     conv_filters: int = 0
+    # Recompute each unrolled critic step's activations in the backward pass instead
+    # of keeping all K of them (jax.checkpoint): the same gradient, a fraction of the
+    # memory (Cleanup: most of a seed's temporary memory), some extra compute.
+    remat_unroll: bool = False
 
 
 @dataclass(frozen=True)

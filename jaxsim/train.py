@@ -143,6 +143,15 @@ def nonfinite_count(tree) -> jax.Array:
     return sum(counts, jnp.zeros((), jnp.int32)).astype(jnp.float32)
 
 
+def over_runs(fn, group: int | None = None):
+    """`fn` over a leading run axis: one `vmap`, or with `group` a `lax.map` over groups
+    of `group` vmapped runs (the remainder in one more), so that memory holds only a
+    group's temporaries at a time. The same numbers either way, run by run."""
+    if group is None:
+        return jax.vmap(fn)
+    return lambda tree: jax.lax.map(fn, tree, batch_size=group)
+
+
 def seed_keys(config: TrainConfig) -> jax.Array:
     """One key per seed: seed i of a run is the same whatever `num_seeds` is, so a
     sweep split over processes (`first_seed`) trains the same seeds as one run."""

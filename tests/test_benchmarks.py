@@ -177,3 +177,24 @@ def test_cleanup_benchmark_writes_curves_and_refuses_bad_input(tmp_path):
         plots=str(tmp_path / "merged")))
     assert sorted(merged["algorithms"]) == ["ac", "shared"]
     assert os.path.exists(tmp_path / "merged" / "cleanup_7x7_returns.png")
+
+
+def test_summary_of_a_run_stopped_before_its_first_evaluation():
+    from benchmarks.common import summarise
+
+    empty = summarise([], np.zeros((0, 4)), threshold=27.0)
+    assert empty["eval_episodes"] == [] and empty["final_return_mean"] is None
+    assert empty["first_episode_at_or_above"] is None
+    two = summarise([250, 500], [[1.0, 3.0], [27.0, 29.0]], threshold=27.0)
+    assert two["eval_return_mean"] == [2.0, 28.0] and two["final_return_mean"] == 28.0
+    assert two["first_episode_at_or_above"] == 500
+
+
+def test_step_profile_rows_parse_and_refuse_bad_specs():
+    from benchmarks.step_profile import Row
+
+    assert Row.parse("64") == Row(64)
+    assert Row.parse("4096:remat:group=512") == Row(4096, True, 512)
+    for bad in ("x", "64:fast", "64:group=0", "8:group=16", "0"):
+        with pytest.raises(ValueError, match="bad row"):
+            Row.parse(bad)

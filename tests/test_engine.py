@@ -2,6 +2,7 @@
 compilation, W&B offline logging. Every test here compiles and runs the whole
 IQ-Flow episode step; the time limits make a hang in XLA fail loudly."""
 
+import dataclasses
 import functools
 
 import re
@@ -13,7 +14,7 @@ import pytest
 from jaxsim import runner as runner_lib
 from jaxsim.config import IQFlowConfig, TrainConfig, matrix_game, validate
 from jaxsim.logger import read_history
-from jaxsim.train import Experiment, make_train, seed_keys
+from jaxsim.train import Experiment, make_train, over_runs, seed_keys
 
 TINY_IQFLOW = IQFlowConfig(critic_hidden=(8,), incentive_hidden=(8,), unroll_steps=2,
                            batch_size=8, start_train=16)
@@ -58,6 +59,23 @@ def test_vmapped_seeds_equal_separate_runs():
     metrics = batched[1]
     assert float(metrics["meta/active"][:, -1].min()) == 1.0
     assert np.isfinite(np.asarray(metrics["meta/loss"])).all()
+
+
+@pytest.mark.timeout(300)
+def test_seed_groups_and_remat_give_the_vmapped_numbers():
+    """Seeds run two at a time (lax.map over groups, remainder included) and the unroll
+    recomputed in the backward pass (jax.checkpoint): the same runs, seed for seed."""
+    config = tiny_config(num_seeds=3)
+    remat = config.replace(mechanism=dataclasses.replace(config.mechanism, remat_unroll=True))
+    train, train_remat = make_train(config), make_train(remat)
+    keys = seed_keys(config)
+    batched = jax.jit(over_runs(train))(keys)
+    grouped = jax.jit(over_runs(train, group=2))(keys)
+    recomputed = jax.jit(over_runs(train_remat))(keys)
+    for other in (grouped, recomputed):
+        for x, y in zip(jax.tree.leaves(batched), jax.tree.leaves(other), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=2e-6)
+    assert float(batched[1]["meta/active"][:, -1].min()) == 1.0  # step B ran
 
 
 @pytest.mark.timeout(300)

@@ -117,7 +117,7 @@ class IQFlow:
             state.eta, c1=cfg.c1, c2=cfg.c2, critic_ind=self.critic_ind,
             q_ind_params=state.ind.q, q_coop_val=q_coop_val, q_env_val=q_env_val,
             validation=validation, incentive_fn=self.incentives, v_params=state.ind.v,
-            opt_state=state.ind.q_opt, batch=train, steps=cfg.unroll_steps,
+            opt_state=state.ind.q_opt, batch=train, steps=cfg.unroll_steps, remat=cfg.remat_unroll,
         )
         return loss, terms, grad
 

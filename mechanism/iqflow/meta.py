@@ -50,6 +50,7 @@ def unroll_q_ind(
     opt_state,
     batch: Transition,
     steps: int,
+    remat: bool = False,
 ):
     """K optimiser steps of Q_ind on the train batch, with reward r_env + r_inc(eta).
 
@@ -57,6 +58,7 @@ def unroll_q_ind(
     (for RMSprop: nu' = decay * nu + (1 - decay) g^2, step g / sqrt(nu' + eps)); the
     state is not advanced from one unrolled step to the next and is discarded after.
     V_ind is held fixed. Differentiable in `eta`, second order included (Eq. 4).
+    `remat` recomputes each step's activations in the backward pass (less memory).
     """
     reward = batch.reward + incentive_fn(eta, batch.obs, batch.action)
     target = critic.td_target(v_params, batch, reward)
@@ -66,6 +68,8 @@ def unroll_q_ind(
         updates, _ = critic.optimizer.update(grad, opt_state, q)
         return optax.apply_updates(q, updates), None
 
+    if remat:
+        step = jax.checkpoint(step)
     q_final, _ = jax.lax.scan(step, q_params, None, length=steps)
     return q_final
 
