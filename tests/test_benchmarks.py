@@ -177,6 +177,11 @@ def test_cleanup_benchmark_writes_curves_and_refuses_bad_input(tmp_path):
         plots=str(tmp_path / "merged")))
     assert sorted(merged["algorithms"]) == ["ac", "shared"]
     assert os.path.exists(tmp_path / "merged" / "cleanup_7x7_returns.png")
+    # --remat-unroll reaches IQ-Flow's config and leaves the other algorithms alone.
+    remat = dataclasses.replace(args, remat_unroll=True)
+    assert cleanup_bench.make_config(remat, "iqflow").mechanism.remat_unroll
+    assert not cleanup_bench.make_config(args, "iqflow").mechanism.remat_unroll
+    assert cleanup_bench.make_config(remat, "shared") == cleanup_bench.make_config(args, "shared")
 
 
 def test_summary_of_a_run_stopped_before_its_first_evaluation():
