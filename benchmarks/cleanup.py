@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_curves,
+from benchmarks.common import (RunArgs, incentive_sums, join_job, per_action, plot_return_curves,
                                print_learning_table, run_figures, run_options, write_json)
 from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup, validate
@@ -207,6 +207,7 @@ def main(args: Args) -> dict:
         plot(args, payload["algorithms"])
         print_learning_table(f"Cleanup {args.map}", payload["algorithms"], args.threshold)
         return payload
+    args = join_job(args)  # several hosts: before any device is touched
     algs = algorithms(args)
     for alg in algs:  # every config (and sweep point) is checked before anything compiles
         validate(make_config(args, alg))

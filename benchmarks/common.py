@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ class RunArgs:
     """write the figures as JSON to this file"""
     wandb_mode: Literal["online", "offline", "disabled"] = "offline"
     wandb_dir: str = "wandb_runs"
+    wandb_per_seed: tuple[str, ...] = ()
+    """metrics that W&B also gets as each seed's own series (seed/{seed}/{name}), e.g.
+    --wandb-per-seed return eval/return; the aggregates are always logged"""
     progress: bool = True
     checkpoint_dir: str | None = None
     """save the whole run here (one sub-folder per algorithm) and resume from it"""
@@ -40,6 +44,35 @@ class RunArgs:
     separate runs)"""
     debug_nans: bool = False
     """jax_debug_nans: a NaN stops the run at the operation that made it (slow)"""
+    coordinator: str | None = None
+    """multi-host: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS); every host runs
+    the same command and trains the seeds on its own devices"""
+    num_processes: int | None = None
+    """multi-host: how many processes (or JAX_NUM_PROCESSES; 0: JAX detects the cluster)"""
+    process_id: int | None = None
+    """multi-host: this process's index (or JAX_PROCESS_ID)"""
+
+
+def join_job(args: RunArgs) -> RunArgs:
+    """Joins the multi-host job the flags describe, before any device is touched; then
+    each host writes its own files (`out` and `plots` get a `.host{i}` suffix), holding
+    the seeds it trained. With one process: `args` unchanged."""
+    from jaxsim import distributed
+
+    if not distributed.initialize(args.coordinator, args.num_processes, args.process_id):
+        return args
+    suffix = distributed.host_suffix()
+    changes = {"out": _with_suffix(args.out, suffix)}
+    if hasattr(args, "plots"):
+        changes["plots"] = args.plots + suffix
+    return dataclasses.replace(args, **changes)
+
+
+def _with_suffix(path: str | None, suffix: str) -> str | None:
+    if not path or not suffix:
+        return path
+    root, ext = os.path.splitext(path)
+    return root + suffix + ext
 
 
 def run_options(args: RunArgs, name: str) -> dict[str, Any]:
@@ -48,7 +81,7 @@ def run_options(args: RunArgs, name: str) -> dict[str, Any]:
         wandb_mode=args.wandb_mode, wandb_dir=args.wandb_dir, progress=args.progress,
         checkpoint_dir=os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else None,
         checkpoint_every=args.checkpoint_every, resume=args.resume, stop_after=args.stop_after,
-        debug_nans=args.debug_nans,
+        debug_nans=args.debug_nans, wandb_per_seed=tuple(args.wandb_per_seed),
     )
 
 
@@ -115,11 +148,15 @@ def run_figures(args: RunArgs, config, result, threshold: float | None) -> dict:
     """The JSON figures every learning benchmark reports for one run (or sweep point):
     how far it got, the evaluated curve's summary and the throughput."""
     returns = result.eval_metrics.get("eval/return", np.zeros((0, args.seeds)))
+    seeds, first_seed = args.seeds, args.first_seed
+    if result.timing.get("processes", 1) > 1:  # this host's contiguous share of the seeds
+        local = result.timing["local_runs"]
+        seeds, first_seed = len(local), args.first_seed + local[0]
     return {
         "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
         "episodes_planned": config.episodes,
-        "seeds": args.seeds,
-        "first_seed": args.first_seed,
+        "seeds": seeds,
+        "first_seed": first_seed,
         "interrupted": result.interrupted,
         **summarise(result.eval_episodes, returns, threshold),
         "episodes_per_s": result.timing["episodes_per_s"],

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, incentive_sums, per_action, plot_return_curves,
+from benchmarks.common import (RunArgs, incentive_sums, join_job, per_action, plot_return_curves,
                                print_learning_table, run_figures, run_options, summarise,
                                write_json)
 from envs_jax.escape_room import EscapeRoom
@@ -173,6 +173,7 @@ def main(args: Args) -> dict:
         args = dataclasses.replace(args, n=payload["args"]["n"], m=payload["args"]["m"],
                                    seeds=payload["args"]["seeds"])
     else:
+        args = join_job(args)  # several hosts: before any device is touched
         algs = list(ALGORITHMS) if args.alg == "all" else [args.alg]
         for alg in algs:  # every config and sweep point is checked before anything compiles
             validate(make_config(args, alg))

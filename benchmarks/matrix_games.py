@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import RunArgs, mean_ci95, run_options, write_json
+from benchmarks.common import RunArgs, join_job, mean_ci95, run_options, write_json
 from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
 from jaxsim.config import MATRIX_GAMES, matrix_game, validate
 from jaxsim.runner import run
@@ -284,6 +284,7 @@ def main(args: Args) -> dict:
         raise ValueError("matrix-game runs take minutes and their per-chunk payoff tables "
                          "live on the host only: --resume and --stop-after are not offered "
                          "here (--checkpoint-dir still saves the runs)")
+    args = join_job(args)  # several hosts: before any device is touched
     for game in games:  # every config is checked before anything compiles
         for alg in algs:
             validate(make_config(args, game, alg))

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from jaxsim.checkpoint import Checkpointer, CheckpointError, config_json, load_mechanism
 from jaxsim.config import TrainConfig, validate
+from jaxsim.distributed import host_rows, local_runs, place
 from jaxsim.logger import WandbLogger, flatten_metrics
 from jaxsim.sweep import Sweep, config_at
 from jaxsim.train import Experiment, TrainState, seed_keys
@@ -96,6 +97,16 @@ def _debug_nans_option(run_fn):
     return wrapper
 
 
+def _check_per_seed(names, chunk_metrics: dict, eval_metrics: dict) -> None:
+    """Each name must be a per-run scalar of the chunk's or the evaluation's metrics."""
+    shapes = {**chunk_metrics, **eval_metrics}
+    scalars = sorted(k for k, v in shapes.items() if len(v.shape) == 1)
+    for name in names:
+        if name not in shapes or len(shapes[name].shape) != 1:
+            raise ValueError(f"wandb_per_seed: {name!r} is not a per-seed scalar metric of "
+                             f"this run; choose from {', '.join(scalars)}")
+
+
 class NonFiniteError(FloatingPointError):
     """A run produced NaN or Inf; the message names the seeds, episodes and quantities."""
 
@@ -169,6 +180,7 @@ def run(
     stop_after: int | None = None,
     mechanism_from: str | None = None,
     sweep: Sweep | None = None,
+    wandb_per_seed: tuple[str, ...] = (),
 ) -> RunResult:
     """Train every seed of `config` in one compiled program.
 
@@ -193,6 +205,10 @@ def run(
 
     `sweep` (jaxsim.sweep.parse_sweep): every grid point trains every seed in the same
     program; the result's run axis is point-major (`sweep.size * num_seeds`).
+
+    `wandb_per_seed`: metric names (per-seed scalars, e.g. "return", "eval/return")
+    that W&B also gets as each run's own series, `seed/{run}/{name}`, beside the
+    aggregates; names are checked against the program's outputs before it compiles.
     """
     validate(config)  # before any compilation
     enable_compilation_cache()
@@ -203,12 +219,22 @@ def run(
         raise ValueError("resume needs checkpoint_dir")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 chunk, got {checkpoint_every}")
+    if jax.process_count() > 1 and (checkpoint_dir or sweep is not None or mechanism_from):
+        raise ValueError("a run over several processes (hosts) does not yet take "
+                         "checkpoint_dir, a sweep or mechanism_from: run those on one host")
+    if jax.process_count() > 1 and config.num_seeds % jax.device_count():
+        raise ValueError(f"{config.num_seeds} seeds do not divide evenly over the job's "
+                         f"{jax.device_count()} devices: every host must train whole seeds")
     checkpointer = Checkpointer(checkpoint_dir, config) if checkpoint_dir else None
     if checkpointer is not None and not resume and checkpointer.latest() is not None:
         raise ValueError(f"{checkpoint_dir} already holds checkpoints (latest: episode "
                          f"{checkpointer.latest()}); pass resume to continue that run or "
                          f"choose another directory")
     experiment = Experiment(config)
+    if jax.process_count() > 1:  # one W&B run per host, grouped
+        host = f"host{jax.process_index()}"
+        wandb_group = wandb_group or wandb_name or f"{config.env}-{jax.process_count()}hosts"
+        wandb_name = f"{wandb_name}-{host}" if wandb_name else host
     logger = WandbLogger(wandb_mode, project=wandb_project, name=wandb_name,
                          group=wandb_group, config=config_json(config), directory=wandb_dir)
     points = 1 if sweep is None else sweep.size
@@ -219,9 +245,12 @@ def run(
                      for i, seed in enumerate(run_names)]
     sharding = seed_sharding(runs)  # every leaf leads with the run axis
     init = jax.jit(jax.vmap(experiment.init), out_shardings=sharding)
-    keys = jax.device_put(jnp.tile(seed_keys(config), (points, 1)), sharding)
-    values = jax.device_put((sweep.values(config.num_seeds) if sweep is not None
-                             else jnp.zeros((runs, 0), jnp.float32)), sharding)
+    keys = place(jnp.tile(seed_keys(config), (points, 1)), sharding)
+    values = place((sweep.values(config.num_seeds) if sweep is not None
+                    else jnp.zeros((runs, 0), jnp.float32)), sharding)
+    # This process's runs: all of them on one host; its devices' share on several.
+    mine = local_runs(keys)
+    run_names = [run_names[i] for i in mine]
     rows, evals, eval_at, ends, probes = [], [], [], [], []
     episode = 0
     earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
@@ -276,6 +305,9 @@ def run(
             return getattr(swept_experiment, method)(state)
         return jax.vmap(one)
 
+    if wandb_per_seed:  # traced, not compiled: a wrong name fails before compilation
+        _check_per_seed(wandb_per_seed, jax.eval_shape(at_point("run_chunk"), values, state)[1],
+                        jax.eval_shape(at_point("evaluate"), values, state))
     placed = dict(in_shardings=sharding, out_shardings=sharding)
     chunk_program = jax.jit(at_point("run_chunk"), **placed).lower(values, state).compile()
     evaluate_program = jax.jit(at_point("evaluate"), **placed).lower(values, state).compile()
@@ -295,7 +327,7 @@ def run(
             while episode < stop and request.signal is None:
                 tick = time.perf_counter()
                 new_state, metrics = chunk(state)
-                metrics = jax.device_get(metrics)  # waits for the chunk
+                metrics = host_rows(metrics)  # waits for the chunk; this host's runs
                 bad = nonfinite_report(metrics, run_names)
                 if bad:  # keep the last good state, checkpointed, and say where it broke
                     if checkpointer is not None and saved_at != episode and episode > 0:
@@ -321,20 +353,26 @@ def run(
                 rows.append(metrics)
                 ends.append(episode)
                 log = flatten_metrics(metrics)
-                log["throughput/seed_episodes_per_s"] = per_chunk * runs / elapsed
+                log["throughput/seed_episodes_per_s"] = per_chunk * len(mine) / elapsed
                 log["throughput/env_steps_per_s"] = chunk_steps / elapsed
                 log["throughput/compile_s"] = compile_s
                 log["throughput/devices"] = sharding.num_devices
                 if episode % config.eval_period == 0 or episode == config.episodes:
-                    eval_metrics = jax.device_get(evaluate(state))
+                    eval_metrics = host_rows(evaluate(state))
                     evals.append(eval_metrics)
                     eval_at.append(episode)
                     log.update(flatten_metrics(eval_metrics))
+                for name in wandb_per_seed:  # each run's own series, where asked
+                    source = metrics if name in metrics else (
+                        evals[-1] if eval_at[-1:] == [episode] else {})
+                    if name in source:
+                        log.update({f"seed/{run}/{name}": float(v)
+                                    for run, v in zip(run_names, source[name], strict=True)})
                 if on_chunk is not None:
                     probes.append((episode, on_chunk(state, episode)))
                 logger.log(log, step=episode)
                 bar.update(per_chunk)
-                bar.set_postfix(ep_s=f"{(episode - first) * runs / train_s:.0f}",
+                bar.set_postfix(ep_s=f"{(episode - first) * len(mine) / train_s:.0f}",
                                 steps_s=f"{steps_done / train_s:.0f}",
                                 ret=f"{log['return']:.2f}", refresh=False)
                 if checkpointer is not None and (
@@ -369,7 +407,10 @@ def run(
         "train_s": total_s,
         "num_seeds": config.num_seeds,
         "runs": runs,
-        "episodes_per_s": trained * runs / total_s if total_s else None,
+        # Below: this host's runs (all of them on one host) and its throughput.
+        "processes": jax.process_count(),
+        "local_runs": [int(i) for i in mine],
+        "episodes_per_s": trained * len(mine) / total_s if total_s else None,
         "env_steps_per_s": total_steps / total_s if total_s else None,
     }
     return RunResult(

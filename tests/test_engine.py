@@ -150,6 +150,22 @@ def test_wandb_offline_run_holds_returns_and_throughput(tmp_path):
     # Seed i is the same run whether 2 or 4 seeds share the program.
     np.testing.assert_allclose(result.metrics["return"], four_seeds()[1]["return"][:2].T,
                                rtol=2e-5)
+    assert not any(key.startswith("seed/") for key in rows[0])  # only when asked
+
+
+def test_wandb_per_seed_series_on_request(tmp_path):
+    config = tiny_config(num_seeds=2)
+    with pytest.raises(ValueError, match="not a per-seed scalar metric"):
+        runner_lib.run(config, wandb_mode="disabled", progress=False,
+                       wandb_per_seed=("no_such_metric",))
+    result = runner_lib.run(config, wandb_mode="offline", wandb_dir=str(tmp_path),
+                            progress=False, wandb_per_seed=("return", "eval/return"))
+    rows = read_history(result.wandb_dir)
+    for row, chunk, evaluated in zip(rows, result.metrics["return"],
+                                     result.eval_metrics["eval/return"], strict=True):
+        for seed in (0, 1):  # tiny_config's first_seed is 0
+            assert row[f"seed/{seed}/return"] == pytest.approx(chunk[seed], rel=1e-6)
+            assert row[f"seed/{seed}/eval/return"] == pytest.approx(evaluated[seed], rel=1e-6)
 
 
 def test_no_mechanism_pays_nothing():

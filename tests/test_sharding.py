@@ -112,3 +112,77 @@ def test_sweep_refuses_what_changes_the_program():
         parse_sweep(["c1=0,-1"], base)
     with pytest.raises(ValueError, match="expected NAME=V1,V2"):
         parse_sweep(["c1"], base)
+
+
+HOST = """
+import sys, numpy as np, jax
+from jaxsim import distributed
+distributed.initialize(f"localhost:{sys.argv[2]}", 2, int(sys.argv[3]))
+from jaxsim.config import NoMechanismConfig
+from jaxsim.runner import run
+from tests.test_engine import tiny_config
+assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
+config = tiny_config(num_seeds=8, mechanism=NoMechanismConfig())
+try:
+    run(config, progress=False, checkpoint_dir=sys.argv[1] + ".ckpt")
+    raise SystemExit("a multi-host checkpoint_dir was accepted")
+except ValueError as error:
+    assert "several processes" in str(error), error
+result = run(config, progress=False, wandb_mode="disabled")
+assert result.timing["devices"] == 4 and result.timing["processes"] == 2
+np.savez(sys.argv[1], local_runs=result.timing["local_runs"],
+         **{k.replace("/", "."): v for k, v in result.metrics.items()},
+         eval_return=result.eval_metrics["eval/return"])
+"""
+
+
+def test_multi_host_settings_come_from_flags_or_variables(monkeypatch):
+    from jaxsim.distributed import settings
+
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings() is None  # one process: nothing to join
+    assert settings("h:1", 2, 1) == {"coordinator_address": "h:1", "num_processes": 2,
+                                     "process_id": 1}
+    assert settings(num_processes=0) == {}  # JAX detects SLURM / MPI / TPU itself
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "h:2")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert settings() == {"coordinator_address": "h:2", "num_processes": 4, "process_id": 3}
+    with pytest.raises(ValueError, match="0 <= process_id < num_processes"):
+        settings(process_id=4)
+    monkeypatch.delenv("JAX_PROCESS_ID")
+    with pytest.raises(ValueError, match="this process's id"):
+        settings()
+
+
+@pytest.mark.timeout(600)
+def test_two_host_processes_train_the_one_process_numbers(tmp_path):
+    """Two processes on this machine, two CPU devices each, joined by
+    jax.distributed: each host keeps its own four seeds, which are the single run's."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = str(probe.getsockname()[1])
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hosts = [subprocess.Popen([sys.executable, "-c", HOST, str(tmp_path / f"host{i}.npz"),
+                               port, str(i)], env=env, cwd=root) for i in range(2)]
+    try:
+        assert [h.wait(timeout=550) for h in hosts] == [0, 0]
+    finally:
+        for h in hosts:
+            h.kill()
+    from jaxsim.config import NoMechanismConfig
+
+    single = run(tiny_config(num_seeds=8, mechanism=NoMechanismConfig()), progress=False)
+    parts = [np.load(tmp_path / f"host{i}.npz") for i in range(2)]
+    assert [list(p["local_runs"]) for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    for name, value in single.metrics.items():
+        key = name.replace("/", ".")
+        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts], 1), value,
+                                      err_msg=name)
+    np.testing.assert_array_equal(np.concatenate([p["eval_return"] for p in parts], 1),
+                                  single.eval_metrics["eval/return"])
