@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.common import machine_info, write_json
 from jaxsim.config import CLEANUP_MAPS, cleanup, escape_room, validate
+from jaxsim.runner import seed_sharding
 from jaxsim.train import Experiment, over_runs, seed_keys
 
 
@@ -50,6 +51,9 @@ class Args:
     replay_capacity: int | None = 10_000
     """rows in each seed's buffer (None: the whole run's). Time does not depend on it,
     memory does: 4096 seeds of ER(5,2) with the whole run's 125,000 rows need 300 GB"""
+    shard: bool = True
+    """lay the seeds over every visible device, as the runner does (e.g. with
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 on a 2-core machine)"""
     compile_threads: int = 1
     """rows compiled at once before any is timed (XLA compiles outside the GIL)"""
     out: str | None = None
@@ -91,6 +95,23 @@ def matmul_gflops(size: int, repeats: int = 20) -> float:
         out = f(a, a)
     out.block_until_ready()
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def batched_matmul_gflops(batch: int = 320, rows: int = 64, inner: int = 90, cols: int = 64,
+                          repeats: int = 200) -> float:
+    """The rate of the step's typical matmul: ER(5, 2) at 64 seeds multiplies 64 seeds x
+    5 heads of [64 x 90] @ [90 x 64] (batch rows by the first layer's inputs), one
+    batched dot, random operands."""
+    a_key, b_key = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.random.normal(a_key, (batch, rows, inner))
+    b = jax.random.normal(b_key, (batch, inner, cols))
+    f = jax.jit(lambda x, y: jnp.einsum("bij,bjk->bik", x, y))
+    f(a, b).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = f(a, b)
+    out.block_until_ready()
+    return 2 * batch * rows * inner * cols * repeats / (time.perf_counter() - start) / 1e9
 
 
 def dot_flops(jaxpr) -> float:
@@ -148,9 +169,15 @@ def prepare(args: Args, row: Row, unroll: int) -> dict:
     chunk = over_runs(experiment.run_chunk, row.group)
     flops = dot_flops(jax.make_jaxpr(chunk)(abstract))
     start = time.perf_counter()
-    compiled = jax.jit(chunk, donate_argnums=0).lower(abstract).compile()
+    placed = {}
+    if args.shard:
+        sharding = seed_sharding(row.seeds)
+        placed = dict(in_shardings=sharding, out_shardings=sharding)
+        init = jax.jit(jax.vmap(experiment.init), out_shardings=sharding)
+    compiled = jax.jit(chunk, donate_argnums=0, **placed).lower(abstract).compile()
     memory = compiled.memory_analysis()
     return {"init": init, "keys": keys, "compiled": compiled, "flops": flops,
+            "devices": seed_sharding(row.seeds).num_devices if args.shard else 1,
             "compile_s": time.perf_counter() - start,
             "temp_bytes_per_seed": getattr(memory, "temp_size_in_bytes", 0) / row.seeds,
             "state_bytes_per_seed": sum(x.size * x.dtype.itemsize for x in
@@ -185,9 +212,10 @@ def main(args: Args) -> dict:
     for row, unroll in rows_wanted:  # bad input fails before anything is compiled
         validate(make_config(args, row, unroll))
     peak = matmul_gflops(args.matmul_size)
+    small = batched_matmul_gflops()
     rows: list[dict] = []
     payload = {"args": dataclasses.asdict(args), **machine_info(), "matmul_gflops": peak,
-               "rows": rows}
+               "batched_small_matmul_gflops": small, "rows": rows}
     write_json(args.out, payload)
     pool = ThreadPoolExecutor(max(1, args.compile_threads))
     interrupted = False
@@ -200,7 +228,7 @@ def main(args: Args) -> dict:
                 program = programs[index].result()
                 programs[index] = None  # the executable goes with this row
                 result.update({k: program[k] for k in ("compile_s", "temp_bytes_per_seed",
-                                                       "state_bytes_per_seed")})
+                                                       "state_bytes_per_seed", "devices")})
                 result.update(time_step(args, row, unroll, program))
                 result["fraction_of_matmul_rate"] = result["gflops_reached"] / peak
                 del program
@@ -216,9 +244,9 @@ def main(args: Args) -> dict:
         print(f"interrupted: {len(rows)} of {len(rows_wanted)} rows timed")
     pool.shutdown(wait=False, cancel_futures=True)
     name = f"ER({args.n}, {args.m})" if args.env == "escape_room" else args.env
-    print(f"\n{name} IQ-Flow episode step on {payload['device']} "
+    print(f"\n{name} IQ-Flow episode step on {payload['device']} x {jax.device_count()} "
           f"({payload['cpu_count']} cpus); dense {args.matmul_size}^2 f32 matmul: "
-          f"{peak:.1f} GFLOP/s")
+          f"{peak:.1f} GFLOP/s; 320 x [64x90]@[90x64] batched: {small:.1f} GFLOP/s")
     print("seeds  remat  group   K  ms/seed-ep  seed-ep/s  GFLOP/seed-ep  GFLOP/s  "
           "fraction  temp MB/seed  compile s")
     for r in rows:
