@@ -54,6 +54,10 @@ class Args:
     shard: bool = True
     """lay the seeds over every visible device, as the runner does (e.g. with
     XLA_FLAGS=--xla_force_host_platform_device_count=2 on a 2-core machine)"""
+    small_matmul: tuple[int, int, int, int] | None = None
+    """BATCH ROWS INNER COLS of the typical matmul to time beside the large one; default
+    the step's first critic layer at 64 seeds: ER(5, 2) 320 64 90 64 (64 seeds x 5
+    heads), Cleanup 7x7 128 64 984 64 (64 seeds x 2 heads)"""
     compile_threads: int = 1
     """rows compiled at once before any is timed (XLA compiles outside the GIL)"""
     out: str | None = None
@@ -99,9 +103,9 @@ def matmul_gflops(size: int, repeats: int = 20) -> float:
 
 def batched_matmul_gflops(batch: int = 320, rows: int = 64, inner: int = 90, cols: int = 64,
                           repeats: int = 200) -> float:
-    """The rate of the step's typical matmul: ER(5, 2) at 64 seeds multiplies 64 seeds x
-    5 heads of [64 x 90] @ [90 x 64] (batch rows by the first layer's inputs), one
-    batched dot, random operands."""
+    """The rate of one batched dot of `batch` random [rows x inner] @ [inner x cols]
+    products: the step's typical matmul (e.g. ER(5, 2) at 64 seeds: 64 seeds x 5 heads
+    of [64 x 90] @ [90 x 64], batch rows by the first layer's inputs)."""
     a_key, b_key = jax.random.split(jax.random.PRNGKey(0))
     a = jax.random.normal(a_key, (batch, rows, inner))
     b = jax.random.normal(b_key, (batch, inner, cols))
@@ -212,10 +216,13 @@ def main(args: Args) -> dict:
     for row, unroll in rows_wanted:  # bad input fails before anything is compiled
         validate(make_config(args, row, unroll))
     peak = matmul_gflops(args.matmul_size)
-    small = batched_matmul_gflops()
+    shape = args.small_matmul or ((320, 64, 90, 64) if args.env == "escape_room"
+                                  else (128, 64, 984, 64))
+    small = batched_matmul_gflops(*shape)
     rows: list[dict] = []
     payload = {"args": dataclasses.asdict(args), **machine_info(), "matmul_gflops": peak,
-               "batched_small_matmul_gflops": small, "rows": rows}
+               "batched_small_matmul": list(shape), "batched_small_matmul_gflops": small,
+               "rows": rows}
     write_json(args.out, payload)
     pool = ThreadPoolExecutor(max(1, args.compile_threads))
     interrupted = False
@@ -246,7 +253,8 @@ def main(args: Args) -> dict:
     name = f"ER({args.n}, {args.m})" if args.env == "escape_room" else args.env
     print(f"\n{name} IQ-Flow episode step on {payload['device']} x {jax.device_count()} "
           f"({payload['cpu_count']} cpus); dense {args.matmul_size}^2 f32 matmul: "
-          f"{peak:.1f} GFLOP/s; 320 x [64x90]@[90x64] batched: {small:.1f} GFLOP/s")
+          f"{peak:.1f} GFLOP/s; {shape[0]} x [{shape[1]}x{shape[2]}]@[{shape[2]}x{shape[3]}] "
+          f"batched: {small:.1f} GFLOP/s")
     print("seeds  remat  group   K  ms/seed-ep  seed-ep/s  GFLOP/seed-ep  GFLOP/s  "
           "fraction  temp MB/seed  compile s")
     for r in rows:
