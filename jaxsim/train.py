@@ -143,13 +143,34 @@ def nonfinite_count(tree) -> jax.Array:
     return sum(counts, jnp.zeros((), jnp.int32)).astype(jnp.float32)
 
 
-def over_runs(fn, group: int | None = None):
-    """`fn` over a leading run axis: one `vmap`, or with `group` a `lax.map` over groups
-    of `group` vmapped runs (the remainder in one more), so that memory holds only a
-    group's temporaries at a time. The same numbers either way, run by run."""
+def over_runs(step, group: int | None = None):
+    """`step(state) -> (state, aux)` over a leading run axis: one `vmap`, or with
+    `group` a loop over groups of `group` vmapped runs that writes each group's new
+    state back into the one state buffer (in place), so that memory holds the state
+    once plus one group's temporaries. The same numbers either way, run by run."""
+    batched = jax.vmap(step)
     if group is None:
-        return jax.vmap(fn)
-    return lambda tree: jax.lax.map(fn, tree, batch_size=group)
+        return batched
+
+    def grouped(state):
+        runs = jax.tree.leaves(state)[0].shape[0]
+        if runs % group:
+            raise ValueError(f"{runs} runs do not split into groups of {group}")
+        take = lambda tree, i: jax.tree.map(  # noqa: E731
+            lambda x: jax.lax.dynamic_slice_in_dim(x, i * group, group), tree)
+        put = lambda tree, part, i: jax.tree.map(  # noqa: E731
+            lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, i * group, 0), tree, part)
+        aux_shape = jax.eval_shape(batched, take(state, 0))[1]
+        aux = jax.tree.map(lambda s: jnp.zeros((runs, *s.shape[1:]), s.dtype), aux_shape)
+
+        def body(i, carry):
+            state, aux = carry
+            new_state, new_aux = batched(take(state, i))
+            return put(state, new_state, i), put(aux, new_aux, i)
+
+        return jax.lax.fori_loop(0, runs // group, body, (state, aux))
+
+    return grouped
 
 
 def seed_keys(config: TrainConfig) -> jax.Array:

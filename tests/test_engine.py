@@ -63,19 +63,22 @@ def test_vmapped_seeds_equal_separate_runs():
 
 @pytest.mark.timeout(300)
 def test_seed_groups_and_remat_give_the_vmapped_numbers():
-    """Seeds run two at a time (lax.map over groups, remainder included) and the unroll
-    recomputed in the backward pass (jax.checkpoint): the same runs, seed for seed."""
-    config = tiny_config(num_seeds=3)
+    """Seeds run two at a time (a loop over groups, written back in place) and the
+    unroll recomputed in the backward pass (jax.checkpoint): the same runs, seed for
+    seed."""
+    config = tiny_config(num_seeds=4, episodes=10)
     remat = config.replace(mechanism=dataclasses.replace(config.mechanism, remat_unroll=True))
-    train, train_remat = make_train(config), make_train(remat)
-    keys = seed_keys(config)
-    batched = jax.jit(over_runs(train))(keys)
-    grouped = jax.jit(over_runs(train, group=2))(keys)
-    recomputed = jax.jit(over_runs(train_remat))(keys)
+    experiment, experiment_remat = Experiment(config), Experiment(remat)
+    state = jax.jit(jax.vmap(experiment.init))(seed_keys(config))
+    batched = jax.jit(over_runs(experiment.run_chunk))(state)
+    grouped = jax.jit(over_runs(experiment.run_chunk, group=2))(state)
+    recomputed = jax.jit(over_runs(experiment_remat.run_chunk))(state)
     for other in (grouped, recomputed):
         for x, y in zip(jax.tree.leaves(batched), jax.tree.leaves(other), strict=True):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=2e-6)
-    assert float(batched[1]["meta/active"][:, -1].min()) == 1.0  # step B ran
+    assert float(batched[1]["meta/active"].min()) > 0.5  # step B ran in most episodes
+    with pytest.raises(ValueError, match="do not split into groups of 3"):
+        jax.eval_shape(over_runs(experiment.run_chunk, group=3), state)
 
 
 @pytest.mark.timeout(300)
