@@ -17,8 +17,10 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Sharding
 
 from jaxsim.config import TrainConfig
+from jaxsim.distributed import global_history, history_target, host_rows
 
 # Keys of the config that may change between a run and its resumption: the run's
 # length (train further) is the only one; everything else changes the program.
@@ -94,12 +96,18 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, episode: int, state, history: dict[str, Any], extra: dict) -> None:
-        """Start writing the checkpoint of `episode`; the host goes on training."""
+    def save(self, episode: int, state, history: dict[str, Any], extra: dict,
+             runs: Sharding | None = None) -> None:
+        """Start writing the checkpoint of `episode`; the host goes on training. With
+        several processes every host calls it with its own runs' history and `runs`,
+        the run axis's sharding."""
         meta = {"config": config_json(self.config), "episode": int(episode), **extra}
+        history = jax.tree.map(np.asarray, history)
+        if runs is not None:
+            history = global_history(history, runs)
         self.manager.save(episode, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            history=ocp.args.StandardSave(jax.tree.map(np.asarray, history)),
+            history=ocp.args.StandardSave(history),
             meta=ocp.args.JsonSave(meta),
         ))
 
@@ -128,8 +136,10 @@ class Checkpointer:
                 for name, shape in wanted.items()
                 if name in saved and saved[name] != shape][:8]
 
-    def restore(self, abstract_state, episode: int | None = None):
-        """(state, history, meta) of checkpoint `episode` (default: the latest)."""
+    def restore(self, abstract_state, episode: int | None = None,
+                runs: Sharding | None = None):
+        """(state, history, meta) of checkpoint `episode` (default: the latest); with
+        `runs` (the run axis's sharding) each host gets its own runs' history."""
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
@@ -157,14 +167,18 @@ class Checkpointer:
                 "with the run's own `episodes`, and use stop_after to end a sitting early):"
                 "\n  " + "\n  ".join(mismatched))
         try:
+            target = None
+            if runs is not None and jax.process_count() > 1:
+                target = history_target(
+                    self.manager.item_metadata(episode)["history"], runs)
             restored = self.manager.restore(episode, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                history=ocp.args.StandardRestore(),
+                history=ocp.args.StandardRestore(target),
             ))
         except Exception as error:  # noqa: BLE001
             raise CheckpointError(f"checkpoint {where} is damaged ({type(error).__name__}: "
                                   f"{error}); older ones: {steps[:-1] or 'none'}") from error
-        history = jax.tree.map(np.asarray, restored["history"])
+        history = host_rows(restored["history"], axis=1)
         return restored["state"], history, meta
 
 

@@ -18,7 +18,7 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import Sharding
+from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
 
 def settings(coordinator: str | None = None, num_processes: int | None = None,
@@ -100,18 +100,49 @@ def local_runs(array: jax.Array) -> np.ndarray:
     return np.asarray(sorted(rows))
 
 
-def host_rows(tree):
-    """This process's rows of a tree of run-major arrays, as NumPy (all rows with one
-    process)."""
+def host_rows(tree, axis: int = 0):
+    """This process's rows (along the run axis `axis`) of a tree of arrays, as NumPy
+    (all rows with one process)."""
     def fetch(array):
         if not isinstance(array, jax.Array) or array.is_fully_addressable:
             return np.asarray(jax.device_get(array))
         out = {}
         for shard in array.addressable_shards:
-            start = shard.index[0].indices(array.shape[0])[0]
+            start = shard.index[axis].indices(array.shape[axis])[0]
             out.setdefault(start, np.asarray(shard.data))
-        return np.concatenate([out[k] for k in sorted(out)])
+        return np.concatenate([out[k] for k in sorted(out)], axis=axis)
     return jax.tree.map(fetch, tree)
+
+
+def global_history(history: dict, runs: Sharding):
+    """A host's history (per-run leaves `[rows, local runs, ...]`, others `[rows]`,
+    the same on every host) as arrays over the whole job, so that a multi-host
+    checkpoint holds every host's runs. Unchanged with one process."""
+    if jax.process_count() == 1:
+        return history
+    over_runs = NamedSharding(runs.mesh, PartitionSpec(None, *runs.spec))
+
+    def lift(leaf):
+        leaf = np.asarray(leaf)
+        if leaf.ndim < 2:
+            return leaf
+        total = leaf.shape[1] * jax.process_count()  # whole seeds per host, evenly
+        return jax.make_array_from_process_local_data(
+            over_runs, leaf, (leaf.shape[0], total, *leaf.shape[2:]))
+    return jax.tree.map(lift, history)
+
+
+def history_target(saved_metadata, runs: Sharding):
+    """What to restore a checkpoint's history into: NumPy with one process, arrays over
+    the run axis of the whole job with several."""
+    over_runs = NamedSharding(runs.mesh, PartitionSpec(None, *runs.spec))
+
+    def target(leaf):
+        shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
+        if jax.process_count() > 1 and len(shape) >= 2:
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=over_runs)
+        return np.zeros(shape, dtype)
+    return jax.tree.map(target, saved_metadata)
 
 
 def host_suffix() -> str:

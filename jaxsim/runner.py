@@ -219,9 +219,9 @@ def run(
         raise ValueError("resume needs checkpoint_dir")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 chunk, got {checkpoint_every}")
-    if jax.process_count() > 1 and (checkpoint_dir or sweep is not None or mechanism_from):
-        raise ValueError("a run over several processes (hosts) does not yet take "
-                         "checkpoint_dir, a sweep or mechanism_from: run those on one host")
+    if jax.process_count() > 1 and (sweep is not None or mechanism_from):
+        raise ValueError("a run over several processes (hosts) does not yet take a sweep "
+                         "or mechanism_from: run those on one host")
     if jax.process_count() > 1 and config.num_seeds % jax.device_count():
         raise ValueError(f"{config.num_seeds} seeds do not divide evenly over the job's "
                          f"{jax.device_count()} devices: every host must train whole seeds")
@@ -266,7 +266,7 @@ def run(
             abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                                    sharding=sharding),
                                     jax.eval_shape(init, keys))
-            state, history, meta = checkpointer.restore(abstract)
+            state, history, meta = checkpointer.restore(abstract, runs=sharding)
             swept = None if sweep is None else sweep.to_json()
             if meta.get("sweep") != swept:
                 raise CheckpointError(f"checkpoint in {checkpoint_dir} was written with "
@@ -291,7 +291,7 @@ def run(
             "seeds": config.num_seeds, "train_s": earlier[0] + train_s,
             "sweep": None if sweep is None else sweep.to_json(),
             "env_steps": earlier[1] + steps_done,
-            "trained_episodes": earlier[2] + episode - first})
+            "trained_episodes": earlier[2] + episode - first}, runs=sharding)
 
     start = time.perf_counter()
     def at_point(method):

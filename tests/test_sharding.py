@@ -124,11 +124,16 @@ from tests.test_engine import tiny_config
 assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
 config = tiny_config(num_seeds=8, mechanism=NoMechanismConfig())
 try:
-    run(config, progress=False, checkpoint_dir=sys.argv[1] + ".ckpt")
-    raise SystemExit("a multi-host checkpoint_dir was accepted")
+    run(config, progress=False, mechanism_from=sys.argv[1])
+    raise SystemExit("a multi-host mechanism_from was accepted")
 except ValueError as error:
     assert "several processes" in str(error), error
-result = run(config, progress=False, wandb_mode="disabled")
+# Half the run, checkpointed by both hosts into one directory, then resumed.
+ckpt = sys.argv[4]
+half = run(config, progress=False, checkpoint_dir=ckpt, stop_after=10)
+assert list(half.episodes) == [10]
+result = run(config, progress=False, wandb_mode="disabled", checkpoint_dir=ckpt, resume=True)
+assert list(result.episodes) == [10, 20]
 assert result.timing["devices"] == 4 and result.timing["processes"] == 2
 np.savez(sys.argv[1], local_runs=result.timing["local_runs"],
          **{k.replace("/", "."): v for k, v in result.metrics.items()},
@@ -159,7 +164,8 @@ def test_multi_host_settings_come_from_flags_or_variables(monkeypatch):
 @pytest.mark.timeout(600)
 def test_two_host_processes_train_the_one_process_numbers(tmp_path):
     """Two processes on this machine, two CPU devices each, joined by
-    jax.distributed: each host keeps its own four seeds, which are the single run's."""
+    jax.distributed, stopped half-way into one shared checkpoint and resumed: each host
+    keeps its own four seeds, which are the uninterrupted single run's."""
     import socket
 
     with socket.socket() as probe:
@@ -169,7 +175,8 @@ def test_two_host_processes_train_the_one_process_numbers(tmp_path):
            "JAX_PLATFORMS": "cpu"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     hosts = [subprocess.Popen([sys.executable, "-c", HOST, str(tmp_path / f"host{i}.npz"),
-                               port, str(i)], env=env, cwd=root) for i in range(2)]
+                               port, str(i), str(tmp_path / "ckpt")], env=env, cwd=root)
+             for i in range(2)]
     try:
         assert [h.wait(timeout=550) for h in hosts] == [0, 0]
     finally:
