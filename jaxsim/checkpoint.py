@@ -196,8 +196,14 @@ def load_mechanism(directory: str, mechanism_state, part: str = "eta", episode: 
             raise CheckpointError(f"no checkpoint in {directory}")
         episode = steps[-1] if episode is None else episode
         try:
+            target = None
+            if jax.process_count() > 1:  # every host reads it whole, onto a device of its own
+                local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                target = jax.tree.map(
+                    lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=local),
+                    reader.item_metadata(episode)["state"])
             saved = reader.restore(episode, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore()))["state"]
+                state=ocp.args.StandardRestore(target)))["state"]
         except Exception as error:  # noqa: BLE001
             raise CheckpointError(f"checkpoint {directory}/{episode} cannot be read "
                                   f"({type(error).__name__}: {error})") from error

@@ -219,9 +219,9 @@ def run(
         raise ValueError("resume needs checkpoint_dir")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 chunk, got {checkpoint_every}")
-    if jax.process_count() > 1 and (sweep is not None or mechanism_from):
-        raise ValueError("a run over several processes (hosts) does not yet take a sweep "
-                         "or mechanism_from: run those on one host")
+    if jax.process_count() > 1 and sweep is not None:
+        raise ValueError("a run over several processes (hosts) does not yet take a sweep: "
+                         "run it on one host, or split its points over hosts by hand")
     if jax.process_count() > 1 and config.num_seeds % jax.device_count():
         raise ValueError(f"{config.num_seeds} seeds do not divide evenly over the job's "
                          f"{jax.device_count()} devices: every host must train whole seeds")
@@ -258,7 +258,9 @@ def run(
         state = init(keys)
         if mechanism_from is not None:  # before the run's first step and checkpoint
             mechanism, loaded_at = load_mechanism(mechanism_from, state.mechanism)
-            state = state.replace(mechanism=jax.device_put(mechanism, sharding))
+            # The loaded part arrives as host arrays; the rest is already in place.
+            state = state.replace(mechanism=jax.tree.map(
+                lambda x: x if isinstance(x, jax.Array) else place(x, sharding), mechanism))
             print(f"mechanism's incentive network from {mechanism_from} (episode "
                   f"{loaded_at})", file=sys.stderr)
     else:  # restored into the state's shapes alone: no fresh state is built first

@@ -123,11 +123,12 @@ from jaxsim.runner import run
 from tests.test_engine import tiny_config
 assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
 config = tiny_config(num_seeds=8, mechanism=NoMechanismConfig())
-try:
-    run(config, progress=False, mechanism_from=sys.argv[1])
-    raise SystemExit("a multi-host mechanism_from was accepted")
-except ValueError as error:
-    assert "several processes" in str(error), error
+# A frozen IQ-Flow mechanism, trained and checkpointed by this two-host job, pays
+# fresh agents (Fig. 10's setup): each host loads its seeds' incentive networks.
+iqflow = tiny_config(num_seeds=8)
+run(iqflow, progress=False, checkpoint_dir=sys.argv[4] + "_iqflow")
+pretrained = run(iqflow.replace(freeze_mechanism=True), progress=False,
+                 mechanism_from=sys.argv[4] + "_iqflow")
 # Half the run, checkpointed by both hosts into one directory, then resumed.
 ckpt = sys.argv[4]
 half = run(config, progress=False, checkpoint_dir=ckpt, stop_after=10)
@@ -136,6 +137,7 @@ result = run(config, progress=False, wandb_mode="disabled", checkpoint_dir=ckpt,
 assert list(result.episodes) == [10, 20]
 assert result.timing["devices"] == 4 and result.timing["processes"] == 2
 np.savez(sys.argv[1], local_runs=result.timing["local_runs"],
+         pretrained_return=pretrained.metrics["return"],
          **{k.replace("/", "."): v for k, v in result.metrics.items()},
          eval_return=result.eval_metrics["eval/return"])
 """
@@ -165,7 +167,9 @@ def test_multi_host_settings_come_from_flags_or_variables(monkeypatch):
 def test_two_host_processes_train_the_one_process_numbers(tmp_path):
     """Two processes on this machine, two CPU devices each, joined by
     jax.distributed, stopped half-way into one shared checkpoint and resumed: each host
-    keeps its own four seeds, which are the uninterrupted single run's."""
+    keeps its own four seeds, which are the uninterrupted single run's. Then a frozen
+    IQ-Flow mechanism from a two-host checkpoint pays fresh agents as it does in one
+    process."""
     import socket
 
     with socket.socket() as probe:
@@ -193,3 +197,9 @@ def test_two_host_processes_train_the_one_process_numbers(tmp_path):
                                       err_msg=name)
     np.testing.assert_array_equal(np.concatenate([p["eval_return"] for p in parts], 1),
                                   single.eval_metrics["eval/return"])
+    iqflow = tiny_config(num_seeds=8)
+    run(iqflow, progress=False, checkpoint_dir=str(tmp_path / "single_iqflow"))
+    pretrained = run(iqflow.replace(freeze_mechanism=True), progress=False,
+                     mechanism_from=str(tmp_path / "single_iqflow"))
+    np.testing.assert_allclose(np.concatenate([p["pretrained_return"] for p in parts], 1),
+                               pretrained.metrics["return"], rtol=2e-5, atol=2e-6)
