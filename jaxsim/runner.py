@@ -219,12 +219,11 @@ def run(
         raise ValueError("resume needs checkpoint_dir")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 chunk, got {checkpoint_every}")
-    if jax.process_count() > 1 and sweep is not None:
-        raise ValueError("a run over several processes (hosts) does not yet take a sweep: "
-                         "run it on one host, or split its points over hosts by hand")
-    if jax.process_count() > 1 and config.num_seeds % jax.device_count():
-        raise ValueError(f"{config.num_seeds} seeds do not divide evenly over the job's "
-                         f"{jax.device_count()} devices: every host must train whole seeds")
+    all_runs = config.num_seeds * (1 if sweep is None else sweep.size)
+    if jax.process_count() > 1 and all_runs % jax.device_count():
+        raise ValueError(f"{all_runs} runs (seeds x sweep points) do not divide evenly over "
+                         f"the job's {jax.device_count()} devices: every host must train "
+                         "whole runs")
     checkpointer = Checkpointer(checkpoint_dir, config) if checkpoint_dir else None
     if checkpointer is not None and not resume and checkpointer.latest() is not None:
         raise ValueError(f"{checkpoint_dir} already holds checkpoints (latest: episode "

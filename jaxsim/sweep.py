@@ -126,6 +126,8 @@ def split_result(result) -> list:
     if sweep is None:
         return [("", result)]
     seeds = result.config.num_seeds
+    if result.timing.get("processes", 1) > 1:  # this host's runs only: a contiguous block
+        return _split_local(result, sweep, seeds)
     parts = []
     for point in range(sweep.size):
         pick = lambda metrics, point=point: {k: split_points(v, sweep, seeds)[point]
@@ -134,5 +136,24 @@ def split_result(result) -> list:
         parts.append((f"[{sweep.name(point)}]", dataclasses.replace(
             result, config=config_at(result.config, sweep.fields, values),
             metrics=pick(result.metrics), eval_metrics=pick(result.eval_metrics),
+            state=None, sweep=None)))
+    return parts
+
+
+def _split_local(result, sweep, seeds: int) -> list:
+    """split_result on one host of several: the points this host holds runs of, each
+    with the seeds it holds (timing's `local_runs` then counts seeds within the point)."""
+    local = list(result.timing["local_runs"])  # global run indices, point-major
+    parts = []
+    for point in range(sweep.size):
+        where = [i for i, run in enumerate(local) if run // seeds == point]
+        if not where:
+            continue
+        pick = lambda metrics, where=where: {k: np.asarray(v)[:, where]
+                                             for k, v in metrics.items()}
+        parts.append((f"[{sweep.name(point)}]", dataclasses.replace(
+            result, config=config_at(result.config, sweep.fields, sweep.points[point]),
+            metrics=pick(result.metrics), eval_metrics=pick(result.eval_metrics),
+            timing={**result.timing, "local_runs": [local[i] % seeds for i in where]},
             state=None, sweep=None)))
     return parts

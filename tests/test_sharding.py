@@ -136,8 +136,12 @@ assert list(half.episodes) == [10]
 result = run(config, progress=False, wandb_mode="disabled", checkpoint_dir=ckpt, resume=True)
 assert list(result.episodes) == [10, 20]
 assert result.timing["devices"] == 4 and result.timing["processes"] == 2
+# A sweep of 2 learning rates x 8 seeds: 16 runs, each host holding 8 of them.
+from jaxsim.sweep import parse_sweep
+swept = run(config, progress=False, sweep=parse_sweep(("agent.lr=0.001,0.003",), config))
 np.savez(sys.argv[1], local_runs=result.timing["local_runs"],
          pretrained_return=pretrained.metrics["return"],
+         sweep_return=swept.metrics["return"], sweep_runs=swept.timing["local_runs"],
          **{k.replace("/", "."): v for k, v in result.metrics.items()},
          eval_return=result.eval_metrics["eval/return"])
 """
@@ -197,9 +201,47 @@ def test_two_host_processes_train_the_one_process_numbers(tmp_path):
                                       err_msg=name)
     np.testing.assert_array_equal(np.concatenate([p["eval_return"] for p in parts], 1),
                                   single.eval_metrics["eval/return"])
+    from jaxsim.sweep import parse_sweep
+
+    config = tiny_config(num_seeds=8, mechanism=NoMechanismConfig())
+    swept = run(config, progress=False, sweep=parse_sweep(("agent.lr=0.001,0.003",), config))
+    assert [list(p["sweep_runs"]) for p in parts] == [list(range(8)), list(range(8, 16))]
+    np.testing.assert_array_equal(np.concatenate([p["sweep_return"] for p in parts], 1),
+                                  swept.metrics["return"])
     iqflow = tiny_config(num_seeds=8)
     run(iqflow, progress=False, checkpoint_dir=str(tmp_path / "single_iqflow"))
     pretrained = run(iqflow.replace(freeze_mechanism=True), progress=False,
                      mechanism_from=str(tmp_path / "single_iqflow"))
     np.testing.assert_allclose(np.concatenate([p["pretrained_return"] for p in parts], 1),
                                pretrained.metrics["return"], rtol=2e-5, atol=2e-6)
+
+
+def test_a_host_splits_its_block_of_sweep_runs_by_point():
+    """On one host of several, each sweep point's figures hold the seeds this host
+    trained of it: here runs 2-5 of 2 points x 4 seeds, i.e. seeds 2-3 of point 0 and
+    seeds 0-1 of point 1."""
+    from benchmarks.common import RunArgs, run_figures
+    from jaxsim.config import NoMechanismConfig
+    from jaxsim.runner import RunResult
+    from jaxsim.sweep import parse_sweep, split_result
+
+    config = tiny_config(num_seeds=4, mechanism=NoMechanismConfig())
+    sweep = parse_sweep(("agent.lr=0.001,0.003",), config)
+    returns = np.arange(2 * 4, dtype=float).reshape(2, 4) + 10  # [rows, local runs 2..5]
+    result = RunResult(config=config, episodes=np.array([10, 20]),
+                       metrics={"return": returns}, eval_episodes=np.array([10, 20]),
+                       eval_metrics={"eval/return": returns},
+                       timing={"processes": 2, "local_runs": [2, 3, 4, 5],
+                               "episodes_per_s": 1.0, "env_steps_per_s": 5.0,
+                               "compile_s": 0.0},
+                       sweep=sweep)
+    parts = dict(split_result(result))
+    assert list(parts) == ["[lr=0.001]", "[lr=0.003]"]
+    args = RunArgs(seeds=4, first_seed=0)
+    first = run_figures(args, parts["[lr=0.001]"].config, parts["[lr=0.001]"], None)
+    second = run_figures(args, parts["[lr=0.003]"].config, parts["[lr=0.003]"], None)
+    assert (first["seeds"], first["first_seed"]) == (2, 2)
+    assert (second["seeds"], second["first_seed"]) == (2, 0)
+    assert first["eval_return_per_seed"] == [[10.0, 11.0], [14.0, 15.0]]
+    assert second["eval_return_per_seed"] == [[12.0, 13.0], [16.0, 17.0]]
+    assert parts["[lr=0.003]"].config.agent.lr == 0.003
