@@ -167,21 +167,19 @@ def prepare(args: Args, row: Row, unroll: int) -> dict:
     """Trace, count and compile one row's chunk program (no device memory used yet)."""
     config = make_config(args, row, unroll)
     experiment = Experiment(config)
-    init = jax.jit(jax.vmap(experiment.init))
+    sharding = seed_sharding(row.seeds) if args.shard else None
+    placed = {} if sharding is None else dict(in_shardings=sharding, out_shardings=sharding)
+    init = jax.jit(jax.vmap(experiment.init), out_shardings=sharding)
     keys = seed_keys(config)
     abstract = jax.eval_shape(init, keys)
     chunk = over_runs(experiment.run_chunk, row.group)
-    flops = dot_flops(jax.make_jaxpr(chunk)(abstract))
+    traced = jax.jit(chunk, donate_argnums=0, **placed).trace(abstract)  # traced once
+    flops = dot_flops(traced.jaxpr)
     start = time.perf_counter()
-    placed = {}
-    if args.shard:
-        sharding = seed_sharding(row.seeds)
-        placed = dict(in_shardings=sharding, out_shardings=sharding)
-        init = jax.jit(jax.vmap(experiment.init), out_shardings=sharding)
-    compiled = jax.jit(chunk, donate_argnums=0, **placed).lower(abstract).compile()
+    compiled = traced.lower().compile()
     memory = compiled.memory_analysis()
     return {"init": init, "keys": keys, "compiled": compiled, "flops": flops,
-            "devices": seed_sharding(row.seeds).num_devices if args.shard else 1,
+            "devices": 1 if sharding is None else sharding.num_devices,
             "compile_s": time.perf_counter() - start,
             "temp_bytes_per_seed": getattr(memory, "temp_size_in_bytes", 0) / row.seeds,
             "state_bytes_per_seed": sum(x.size * x.dtype.itemsize for x in

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.sharding import Sharding
+from jax.sharding import NamedSharding
 
 from jaxsim.config import TrainConfig
 from jaxsim.distributed import global_history, history_target, host_rows
@@ -97,13 +97,13 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(self, episode: int, state, history: dict[str, Any], extra: dict,
-             runs: Sharding | None = None) -> None:
+             runs: NamedSharding | None = None) -> None:
         """Start writing the checkpoint of `episode`; the host goes on training. With
         several processes every host calls it with its own runs' history and `runs`,
         the run axis's sharding."""
         meta = {"config": config_json(self.config), "episode": int(episode), **extra}
         history = jax.tree.map(np.asarray, history)
-        if runs is not None:
+        if runs is not None and jax.process_count() > 1:
             history = global_history(history, runs)
         self.manager.save(episode, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -137,7 +137,7 @@ class Checkpointer:
                 if name in saved and saved[name] != shape][:8]
 
     def restore(self, abstract_state, episode: int | None = None,
-                runs: Sharding | None = None):
+                runs: NamedSharding | None = None):
         """(state, history, meta) of checkpoint `episode` (default: the latest); with
         `runs` (the run axis's sharding) each host gets its own runs' history."""
         steps = self.steps()

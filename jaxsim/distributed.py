@@ -90,16 +90,6 @@ def place(values: np.ndarray, sharding: Sharding) -> jax.Array:
     return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
 
 
-def local_runs(array: jax.Array) -> np.ndarray:
-    """The indices along the leading (run) axis held by this process's devices."""
-    if array.is_fully_addressable:
-        return np.arange(array.shape[0])
-    rows = set()
-    for shard in array.addressable_shards:
-        rows.update(range(*shard.index[0].indices(array.shape[0])))
-    return np.asarray(sorted(rows))
-
-
 def host_rows(tree, axis: int = 0):
     """This process's rows (along the run axis `axis`) of a tree of arrays, as NumPy
     (all rows with one process)."""
@@ -114,13 +104,16 @@ def host_rows(tree, axis: int = 0):
     return jax.tree.map(fetch, tree)
 
 
-def global_history(history: dict, runs: Sharding):
+def _rows_by_run(runs: NamedSharding) -> NamedSharding:
+    """History arrays `[rows, runs, ...]`: the run axis laid out as `runs` lays it."""
+    return NamedSharding(runs.mesh, PartitionSpec(None, *runs.spec))
+
+
+def global_history(history: dict, runs: NamedSharding):
     """A host's history (per-run leaves `[rows, local runs, ...]`, others `[rows]`,
     the same on every host) as arrays over the whole job, so that a multi-host
-    checkpoint holds every host's runs. Unchanged with one process."""
-    if jax.process_count() == 1:
-        return history
-    over_runs = NamedSharding(runs.mesh, PartitionSpec(None, *runs.spec))
+    checkpoint holds every host's runs."""
+    over_runs = _rows_by_run(runs)
 
     def lift(leaf):
         leaf = np.asarray(leaf)
@@ -132,14 +125,14 @@ def global_history(history: dict, runs: Sharding):
     return jax.tree.map(lift, history)
 
 
-def history_target(saved_metadata, runs: Sharding):
-    """What to restore a checkpoint's history into: NumPy with one process, arrays over
-    the run axis of the whole job with several."""
-    over_runs = NamedSharding(runs.mesh, PartitionSpec(None, *runs.spec))
+def history_target(saved_metadata, runs: NamedSharding):
+    """What a multi-host job restores a checkpoint's history into: arrays over the run
+    axis of the whole job for per-run leaves, NumPy for the others."""
+    over_runs = _rows_by_run(runs)
 
     def target(leaf):
         shape, dtype = tuple(leaf.shape), np.dtype(leaf.dtype)
-        if jax.process_count() > 1 and len(shape) >= 2:
+        if len(shape) >= 2:
             return jax.ShapeDtypeStruct(shape, dtype, sharding=over_runs)
         return np.zeros(shape, dtype)
     return jax.tree.map(target, saved_metadata)

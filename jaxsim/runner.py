@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from jaxsim.checkpoint import Checkpointer, CheckpointError, config_json, load_mechanism
 from jaxsim.config import TrainConfig, validate
-from jaxsim.distributed import host_rows, local_runs, place
+from jaxsim.distributed import host_rows, place
 from jaxsim.logger import WandbLogger, flatten_metrics
 from jaxsim.sweep import Sweep, config_at
 from jaxsim.train import Experiment, TrainState, seed_keys
@@ -219,9 +219,10 @@ def run(
         raise ValueError("resume needs checkpoint_dir")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 chunk, got {checkpoint_every}")
-    all_runs = config.num_seeds * (1 if sweep is None else sweep.size)
-    if jax.process_count() > 1 and all_runs % jax.device_count():
-        raise ValueError(f"{all_runs} runs (seeds x sweep points) do not divide evenly over "
+    points = 1 if sweep is None else sweep.size
+    runs = points * config.num_seeds  # every sweep point trains every seed
+    if jax.process_count() > 1 and runs % jax.device_count():
+        raise ValueError(f"{runs} runs (seeds x sweep points) do not divide evenly over "
                          f"the job's {jax.device_count()} devices: every host must train "
                          "whole runs")
     checkpointer = Checkpointer(checkpoint_dir, config) if checkpoint_dir else None
@@ -236,8 +237,6 @@ def run(
         wandb_name = f"{wandb_name}-{host}" if wandb_name else host
     logger = WandbLogger(wandb_mode, project=wandb_project, name=wandb_name,
                          group=wandb_group, config=config_json(config), directory=wandb_dir)
-    points = 1 if sweep is None else sweep.size
-    runs = points * config.num_seeds  # every sweep point trains every seed
     run_names = [config.first_seed + i % config.num_seeds for i in range(runs)]
     if sweep is not None:
         run_names = [f"{seed} at {sweep.name(i // config.num_seeds)}"
@@ -248,7 +247,7 @@ def run(
     values = place((sweep.values(config.num_seeds) if sweep is not None
                     else jnp.zeros((runs, 0), jnp.float32)), sharding)
     # This process's runs: all of them on one host; its devices' share on several.
-    mine = local_runs(keys)
+    mine = host_rows(place(np.arange(runs), sharding))
     run_names = [run_names[i] for i in mine]
     rows, evals, eval_at, ends, probes = [], [], [], [], []
     episode = 0
@@ -306,12 +305,13 @@ def run(
             return getattr(swept_experiment, method)(state)
         return jax.vmap(one)
 
-    if wandb_per_seed:  # traced, not compiled: a wrong name fails before compilation
-        _check_per_seed(wandb_per_seed, jax.eval_shape(at_point("run_chunk"), values, state)[1],
-                        jax.eval_shape(at_point("evaluate"), values, state))
     placed = dict(in_shardings=sharding, out_shardings=sharding)
-    chunk_program = jax.jit(at_point("run_chunk"), **placed).lower(values, state).compile()
-    evaluate_program = jax.jit(at_point("evaluate"), **placed).lower(values, state).compile()
+    chunk_lowered = jax.jit(at_point("run_chunk"), **placed).lower(values, state)
+    evaluate_lowered = jax.jit(at_point("evaluate"), **placed).lower(values, state)
+    if wandb_per_seed:  # lowered, not yet compiled: a wrong name fails before compilation
+        _check_per_seed(wandb_per_seed, chunk_lowered.out_info[1], evaluate_lowered.out_info)
+    chunk_program = chunk_lowered.compile()
+    evaluate_program = evaluate_lowered.compile()
     chunk = functools.partial(chunk_program, values)
     evaluate = functools.partial(evaluate_program, values)
     compile_s = time.perf_counter() - start
