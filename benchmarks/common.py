@@ -130,7 +130,7 @@ def print_learning_table(title: str, results: dict, threshold: float | None = No
         print(f"{alg:<{width}} {r['seeds']:5d} {r['episodes']:9d} {final:13.2f}"
               f"  {dash(r['first_episode_at_or_above'], 'd'):>16}"
               f"  {dash(r['episodes_per_s'], '.1f'):>10}  {dash(r['env_steps_per_s'], '.0f'):>11}"
-              f"  {r['compile_s']:9.1f}")
+              f"  {dash(r['compile_s'], '.1f'):>9}")
 
 
 def plot_return_curves(ax, results: dict) -> None:

@@ -68,14 +68,15 @@ def run_one(args: Args, alg: str, threshold: float) -> dict:
 
 
 def figures(args: Args, config, result, threshold: float) -> dict:
-    last = result.episodes > 0.9 * result.episodes[-1]
-    paid, taken = incentive_sums(result.metrics, last)
-    return {
-        **run_figures(args, config, result, threshold),
-        "incentive_by_action": per_action(paid, taken),
-        "incentive_paid_by_action": paid.round(6).tolist(),
-        "actions_taken_by_action": taken.round(6).tolist(),
-    }
+    by_action = {"incentive_by_action": [], "incentive_paid_by_action": [],
+                 "actions_taken_by_action": []}  # a run stopped before its first chunk
+    if len(result.episodes):
+        last = result.episodes > 0.9 * result.episodes[-1]
+        paid, taken = incentive_sums(result.metrics, last)
+        by_action = {"incentive_by_action": per_action(paid, taken),
+                     "incentive_paid_by_action": paid.round(6).tolist(),
+                     "actions_taken_by_action": taken.round(6).tolist()}
+    return {**run_figures(args, config, result, threshold), **by_action}
 
 
 def _sum_or_none(values):
@@ -132,7 +133,8 @@ def plot(args: Args, results: dict, optimum: float) -> None:
     fig.savefig(os.path.join(args.plots, f"{tag}_returns.png"), dpi=110)
     plt.close(fig)
 
-    paying = {a: r for a, r in results.items() if not a.startswith("pg")}
+    paying = {a: r for a, r in results.items()  # with a table: trained at least a chunk
+              if not a.startswith("pg") and r["incentive_by_action"]}
     if paying:
         fig, axes = plt.subplots(1, len(paying), figsize=(5 * len(paying), 3.8), squeeze=False)
         for ax, (alg, r) in zip(axes[0], paying.items(), strict=True):

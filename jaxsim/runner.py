@@ -133,6 +133,7 @@ class StopRequest:
 
     def __init__(self):
         self.signal: str | None = None
+        self.training = False  # set once the first chunk is about to run
 
 
 @contextlib.contextmanager
@@ -152,8 +153,9 @@ def stop_signals():
         if request.signal is not None:
             raise KeyboardInterrupt(signal.Signals(signum).name)
         request.signal = signal.Signals(signum).name
-        print(f"\n{request.signal}: stopping after the chunk in flight (again: at once)",
-              file=sys.stderr)
+        when = ("after the chunk in flight" if request.training
+                else "before training starts (compilation cannot be cut short)")
+        print(f"\n{request.signal}: stopping {when} (again: at once)", file=sys.stderr)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -252,36 +254,7 @@ def run(
     rows, evals, eval_at, ends, probes = [], [], [], [], []
     episode = 0
     earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
-    if not resume:
-        state = init(keys)
-        if mechanism_from is not None:  # before the run's first step and checkpoint
-            mechanism, loaded_at = load_mechanism(mechanism_from, state.mechanism)
-            # The loaded part arrives as host arrays; the rest is already in place.
-            state = state.replace(mechanism=jax.tree.map(
-                lambda x: x if isinstance(x, jax.Array) else place(x, sharding), mechanism))
-            print(f"mechanism's incentive network from {mechanism_from} (episode "
-                  f"{loaded_at})", file=sys.stderr)
-    else:  # restored into the state's shapes alone: no fresh state is built first
-        try:
-            abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                                   sharding=sharding),
-                                    jax.eval_shape(init, keys))
-            state, history, meta = checkpointer.restore(abstract, runs=sharding)
-            swept = None if sweep is None else sweep.to_json()
-            if meta.get("sweep") != swept:
-                raise CheckpointError(f"checkpoint in {checkpoint_dir} was written with "
-                                      f"sweep {meta.get('sweep')}, this run has {swept}")
-        except Exception:
-            checkpointer.close()  # its async writer must not outlive a refused resume
-            raise
-        rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
-        ends = [int(e) for e in history["ends"]]
-        eval_at = [int(e) for e in history.get("eval_at", [])]
-        episode = int(meta["episode"])
-        # Throughput over every sitting whose checkpoint recorded its training time.
-        earlier = (float(meta.get("train_s", 0.0)), float(meta.get("env_steps", 0.0)),
-                   int(meta.get("trained_episodes", 0)))
-        print(f"resumed from {checkpoint_dir} at episode {episode}", file=sys.stderr)
+    saved_at = first = episode
 
     def save_checkpoint():
         history = {"metrics": _stack(rows), "ends": np.asarray(ends, np.int64)}
@@ -293,38 +266,70 @@ def run(
             "env_steps": earlier[1] + steps_done,
             "trained_episodes": earlier[2] + episode - first}, runs=sharding)
 
-    start = time.perf_counter()
-    def at_point(method):
-        """`method` of the experiment at each run's sweep values (traced numbers)."""
-        def one(point_values, state):
-            if sweep is None:
-                return getattr(experiment, method)(state)
-            swept = config_at(config, sweep.fields, list(point_values))
-            with jax.ensure_compile_time_eval():  # specs and shapes stay concrete
-                swept_experiment = Experiment(swept, check=False)
-            return getattr(swept_experiment, method)(state)
-        return jax.vmap(one)
+    # From here on Ctrl-C or SIGTERM only asks the run to stop: during setup and
+    # compilation (which a signal cannot cut short) training then never starts, and
+    # the run still ends through the bookkeeping below.
+    state, compile_s, bar = None, None, None
+    train_s, steps_done, interrupted = 0.0, 0.0, False
+    with stop_signals() as request:
+        try:
+            if not resume:
+                state = init(keys)
+                if mechanism_from is not None:  # before the run's first step and checkpoint
+                    mechanism, loaded_at = load_mechanism(mechanism_from, state.mechanism)
+                    # The loaded part arrives as host arrays; the rest is already in place.
+                    state = state.replace(mechanism=jax.tree.map(
+                        lambda x: x if isinstance(x, jax.Array) else place(x, sharding), mechanism))
+                    print(f"mechanism's incentive network from {mechanism_from} (episode "
+                          f"{loaded_at})", file=sys.stderr)
+            else:  # restored into the state's shapes alone: no fresh state is built first
+                abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                                       sharding=sharding),
+                                        jax.eval_shape(init, keys))
+                state, history, meta = checkpointer.restore(abstract, runs=sharding)
+                swept = None if sweep is None else sweep.to_json()
+                if meta.get("sweep") != swept:
+                    raise CheckpointError(f"checkpoint in {checkpoint_dir} was written with "
+                                          f"sweep {meta.get('sweep')}, this run has {swept}")
+                rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
+                ends = [int(e) for e in history["ends"]]
+                eval_at = [int(e) for e in history.get("eval_at", [])]
+                episode = int(meta["episode"])
+                # Throughput over every sitting whose checkpoint recorded its training time.
+                earlier = (float(meta.get("train_s", 0.0)), float(meta.get("env_steps", 0.0)),
+                           int(meta.get("trained_episodes", 0)))
+                print(f"resumed from {checkpoint_dir} at episode {episode}", file=sys.stderr)
 
-    placed = dict(in_shardings=sharding, out_shardings=sharding)
-    chunk_lowered = jax.jit(at_point("run_chunk"), **placed).lower(values, state)
-    evaluate_lowered = jax.jit(at_point("evaluate"), **placed).lower(values, state)
-    if wandb_per_seed:  # lowered, not yet compiled: a wrong name fails before compilation
-        _check_per_seed(wandb_per_seed, chunk_lowered.out_info[1], evaluate_lowered.out_info)
-    chunk_program = chunk_lowered.compile()
-    evaluate_program = evaluate_lowered.compile()
-    chunk = functools.partial(chunk_program, values)
-    evaluate = functools.partial(evaluate_program, values)
-    compile_s = time.perf_counter() - start
+            start = time.perf_counter()
+            def at_point(method):
+                """`method` of the experiment at each run's sweep values (traced numbers)."""
+                def one(point_values, state):
+                    if sweep is None:
+                        return getattr(experiment, method)(state)
+                    swept = config_at(config, sweep.fields, list(point_values))
+                    with jax.ensure_compile_time_eval():  # specs and shapes stay concrete
+                        swept_experiment = Experiment(swept, check=False)
+                    return getattr(swept_experiment, method)(state)
+                return jax.vmap(one)
 
-    train_s, steps_done = 0.0, 0.0
-    per_chunk = config.chunk_episodes
-    stop = config.episodes if stop_after is None else min(stop_after, config.episodes)
-    bar = tqdm(total=config.episodes, initial=episode, unit="ep", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
-    interrupted = False
-    saved_at = first = episode
-    try:
-        with stop_signals() as request:
+            placed = dict(in_shardings=sharding, out_shardings=sharding)
+            chunk_lowered = jax.jit(at_point("run_chunk"), **placed).lower(values, state)
+            evaluate_lowered = jax.jit(at_point("evaluate"), **placed).lower(values, state)
+            if wandb_per_seed:  # lowered, not yet compiled: a wrong name fails before compilation
+                _check_per_seed(wandb_per_seed, chunk_lowered.out_info[1],
+                                evaluate_lowered.out_info)
+            chunk_program = chunk_lowered.compile()
+            evaluate_program = evaluate_lowered.compile()
+            chunk = functools.partial(chunk_program, values)
+            evaluate = functools.partial(evaluate_program, values)
+            compile_s = time.perf_counter() - start
+
+            per_chunk = config.chunk_episodes
+            stop = config.episodes if stop_after is None else min(stop_after, config.episodes)
+            bar = tqdm(total=config.episodes, initial=episode, unit="ep", disable=not progress,
+                       dynamic_ncols=True, file=sys.stderr)
+            saved_at = first = episode
+            request.training = True
             while episode < stop and request.signal is None:
                 tick = time.perf_counter()
                 new_state, metrics = chunk(state)
@@ -380,25 +385,26 @@ def run(
                         (episode // per_chunk) % checkpoint_every == 0 or episode == stop):
                     save_checkpoint()
                     saved_at = episode
-        if request.signal is not None:
-            raise KeyboardInterrupt(request.signal)
-    except KeyboardInterrupt:
-        interrupted = True
-        print(f"\ninterrupted: {episode} of {config.episodes} episodes done "
-              f"({len(evals)} evaluations); results so far are kept", file=sys.stderr)
-        # A second signal may land mid-bookkeeping: save only a consistent history.
-        consistent = len(ends) == len(rows) and (not ends or ends[-1] == episode)
-        if checkpointer is not None and saved_at != episode and episode > 0 and consistent:
-            save_checkpoint()
-    finally:
-        bar.close()
-        run_dir = logger.run_dir
-        logger.finish()
-        if checkpointer is not None:
-            checkpointer.wait()
-            checkpointer.close()
-            print(f"checkpoint of episode {checkpointer.latest()} in {checkpoint_dir}",
-                  file=sys.stderr)
+            if request.signal is not None:
+                raise KeyboardInterrupt(request.signal)
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"\ninterrupted: {episode} of {config.episodes} episodes done "
+                  f"({len(evals)} evaluations); results so far are kept", file=sys.stderr)
+            # A second signal may land mid-bookkeeping: save only a consistent history.
+            consistent = len(ends) == len(rows) and (not ends or ends[-1] == episode)
+            if checkpointer is not None and saved_at != episode and episode > 0 and consistent:
+                save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+            run_dir = logger.run_dir
+            logger.finish()
+            if checkpointer is not None:
+                checkpointer.wait()
+                checkpointer.close()
+                print(f"checkpoint of episode {checkpointer.latest()} in {checkpoint_dir}",
+                      file=sys.stderr)
 
     total_s, total_steps = earlier[0] + train_s, earlier[1] + steps_done
     trained = earlier[2] + episode - first

@@ -109,6 +109,37 @@ def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
         escape_room.main(escape_room.Args(merge=(parts[0], parts[0])))  # seeds 0-1 twice
 
 
+@pytest.mark.timeout(300)
+def test_a_stop_during_compilation_ends_cleanly_before_training(tmp_path, monkeypatch):
+    """Ctrl-C while the program compiles (the handler runs once compilation returns:
+    here, just before the first chunk) ends the benchmark without a traceback: nothing
+    trained, the JSON says so, and the process's own handler is back."""
+    import signal
+
+    import jaxsim.runner
+    from benchmarks import escape_room
+
+    real_tqdm = jaxsim.runner.tqdm
+
+    def progress_bar_after_a_signal(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_tqdm(*args, **kwargs)
+
+    monkeypatch.setattr(jaxsim.runner, "tqdm", progress_bar_after_a_signal)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "er.json"
+    escape_room.main(escape_room.Args(n=3, m=1, alg="all", seeds=2, episodes=100,
+                                      chunk_episodes=50, eval_period=50, out=str(out),
+                                      plots=str(tmp_path / "plots"), wandb_mode="disabled",
+                                      progress=False))
+    assert signal.getsignal(signal.SIGINT) is before
+    algorithms = json.loads(out.read_text())["algorithms"]
+    assert list(algorithms) == ["iqflow"]  # "all" stops at the first interrupted run
+    r = algorithms["iqflow"]
+    assert r["interrupted"] and r["episodes"] == 0 and r["eval_episodes"] == []
+    assert r["final_return_mean"] is None and r["compile_s"] > 0
+
+
 def test_dot_flops_counts_every_matmul_and_scan_iteration():
     from benchmarks.step_profile import dot_flops
 
