@@ -368,6 +368,11 @@ def run(
                     evals.append(eval_metrics)
                     eval_at.append(episode)
                     log.update(flatten_metrics(eval_metrics))
+                    if not progress:  # a line per evaluation for logs of unattended runs
+                        print(f"episode {episode}/{config.episodes}: return "
+                              f"{log['return']:.3f} (training), {log['eval/return']:.3f} "
+                              f"(evaluation), {(episode - first) * len(mine) / train_s:.1f} "
+                              "seed-episodes/s", file=sys.stderr, flush=True)
                 for name in wandb_per_seed:  # each run's own series, where asked
                     source = metrics if name in metrics else (
                         evals[-1] if eval_at[-1:] == [episode] else {})

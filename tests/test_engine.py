@@ -82,12 +82,16 @@ def test_seed_groups_and_remat_give_the_vmapped_numbers():
 
 
 @pytest.mark.timeout(300)
-def test_same_seed_gives_identical_results_twice():
+def test_same_seed_gives_identical_results_twice(capfd):
     config = tiny_config(num_seeds=1)
     key = seed_keys(config)[0]
     train = compiled_train(config)
     assert_trees_equal(train(key), train(key))
     first = runner_lib.run(config, progress=False)
+    # Without a progress bar, each evaluation is a line of the run's log.
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("episode ")]
+    assert len(lines) == len(first.eval_episodes) and "(evaluation)" in lines[-1]
+    assert lines[-1].startswith(f"episode {config.episodes}/{config.episodes}: return ")
     second = runner_lib.run(config, progress=False)
     assert_trees_equal(first.metrics, second.metrics)
     assert_trees_equal(first.eval_metrics, second.eval_metrics)
