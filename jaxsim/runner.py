@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
+import platform
 import signal
 import sys
 import threading
@@ -59,20 +61,49 @@ def _unstack(stacked: dict[str, np.ndarray]) -> list[dict]:
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "iqflow-jax", "xla")
 
 
+def host_isa_tag() -> str:
+    """A short name for this host's instruction set: a hash of the CPU flags the
+    kernel reports (Linux), else of the platform's processor name."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        pass
+    text = " ".join(sorted(flags.split(":", 1)[-1].split())) or platform.processor()
+    return f"{platform.machine()}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def default_cache_dir(backend: str) -> str:
+    """~/.cache/iqflow-jax/xla; for CPU programs a sub-folder per instruction set
+    (`cpu-<machine>-<hash of the CPU flags>`), so that a home directory shared by
+    different machines never hands one of them code compiled for another's
+    instructions; for accelerators, whose cache keys name the device, one per backend."""
+    if backend == "cpu":
+        return os.path.join(DEFAULT_CACHE_DIR, f"cpu-{host_isa_tag()}")
+    return os.path.join(DEFAULT_CACHE_DIR, backend)
+
+
 def enable_compilation_cache() -> str | None:
-    """Turn on JAX's persistent compilation cache, so a second run of the same config
-    loads its programs instead of compiling them. On by default on GPUs and TPUs
-    (whose compilations are the long ones); on CPU only when asked, because XLA:CPU
-    logs a machine-feature warning on every cached program it loads.
-    IQFLOW_COMPILATION_CACHE: 0 = off, 1 = on at ~/.cache/iqflow-jax/xla, a path = on
-    there; a cache directory the user gave JAX directly wins. Returns the directory
-    in use (None: off)."""
+    """Turn on JAX's persistent compilation cache (by default), so a second run of the
+    same config loads its programs instead of compiling them.
+    IQFLOW_COMPILATION_CACHE: 0 = off, unset or 1 = on in `default_cache_dir`, a path
+    = on there; a cache directory the user gave JAX directly wins. Returns the
+    directory in use (None: off).
+
+    On CPU, jax 0.9.2's XLA logs two long lines per cached program it loads ("Target
+    machine feature +prefer-no-gather is not supported ... could lead to SIGILL"): a
+    false alarm, as those are LLVM tuning preferences that the host's feature list
+    never contains (jax-ml/jax#38445), and the per-instruction-set folder rules out the
+    real danger. TF_CPP_MIN_LOG_LEVEL=3, set before JAX starts, silences them (with
+    every other C++ log line)."""
     choice = os.environ.get("IQFLOW_COMPILATION_CACHE", "")
-    if choice == "0" or (not choice and jax.default_backend() == "cpu"):
+    if choice == "0":
         return None
     if jax.config.jax_compilation_cache_dir:  # set by the user or JAX_COMPILATION_CACHE_DIR
         return jax.config.jax_compilation_cache_dir
-    directory = DEFAULT_CACHE_DIR if choice in ("", "1") else choice
+    directory = (default_cache_dir(jax.default_backend()) if choice in ("", "1")
+                 else choice)
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
     return directory

@@ -54,6 +54,33 @@ def test_four_cpu_devices_give_the_one_device_numbers(tmp_path):
                                            jax.tree.leaves(single.state.agents)]))
 
 
+def test_the_compilation_cache_is_on_by_default_in_a_folder_per_instruction_set(
+        tmp_path, monkeypatch):
+    """Unset, IQFLOW_COMPILATION_CACHE means on, also on CPU, where the folder is named
+    by the host's instruction set; 0 turns it off."""
+    from jax._src import compilation_cache
+
+    from jaxsim import runner
+
+    previous = jax.config.jax_compilation_cache_dir  # the suite's own cache
+    monkeypatch.setattr(runner, "DEFAULT_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("IQFLOW_COMPILATION_CACHE", raising=False)
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        directory = runner.enable_compilation_cache()
+        assert directory == runner.default_cache_dir(jax.default_backend())
+        assert jax.config.jax_compilation_cache_dir == directory and os.path.isdir(directory)
+        if jax.default_backend() == "cpu":
+            assert os.path.basename(directory) == f"cpu-{runner.host_isa_tag()}"
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv("IQFLOW_COMPILATION_CACHE", "0")
+        assert runner.enable_compilation_cache() is None
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+        compilation_cache.reset_cache()
+
+
 @pytest.mark.timeout(300)
 def test_a_second_start_loads_its_programs_from_the_compilation_cache(tmp_path):
     """With the persistent cache on, the same config started again (in-memory caches
