@@ -41,6 +41,9 @@ class Args(RunArgs):
     """default: the SPEC's 25,000 for ER(5,2), 20,000 otherwise"""
     chunk_episodes: int = 250
     eval_period: int = 500
+    pg_return: Literal["reward_to_go", "discounted_reward"] = "reward_to_go"
+    """what weights each PG agent's log-probabilities: the discounted reward-to-go
+    (SPEC §2) or gamma^t r_t, as the paper's public code does (ID models the same rule)"""
     plots: str = "runs/escape_room"
     merge: tuple[str, ...] = ()
     """JSON files to combine (no training): each algorithm's runs over disjoint seed
@@ -54,7 +57,8 @@ def make_config(args: Args, alg: str):
                      eval_period=args.eval_period)
     if args.episodes is not None:
         overrides["episodes"] = args.episodes
-    return escape_room(args.n, args.m, ALGORITHMS[alg], **overrides)
+    config = escape_room(args.n, args.m, ALGORITHMS[alg], **overrides)
+    return config.replace(agent=dataclasses.replace(config.agent, return_mode=args.pg_return))
 
 
 def run_one(args: Args, alg: str, threshold: float) -> dict:
@@ -160,6 +164,9 @@ def merge_files(args: Args) -> dict:
     shape = {(p["args"]["n"], p["args"]["m"]) for p in payloads}
     if len(shape) != 1:
         raise ValueError(f"these files hold different rooms: {sorted(shape)}")
+    rules = {p["args"].get("pg_return", "reward_to_go") for p in payloads}
+    if len(rules) != 1:
+        raise ValueError(f"these files' PG agents learn by different rules: {sorted(rules)}")
     algs = [a for a in ALGORITHMS if any(a in p["algorithms"] for p in payloads)]
     results = {a: merge([p["algorithms"][a] for p in payloads if a in p["algorithms"]])
                for a in algs}

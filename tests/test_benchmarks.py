@@ -107,6 +107,14 @@ def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
     np.testing.assert_allclose(pg["eval_return_mean"], whole["eval_return_mean"], atol=1e-3)
     with pytest.raises(ValueError, match="not contiguous"):
         escape_room.main(escape_room.Args(merge=(parts[0], parts[0])))  # seeds 0-1 twice
+    # Runs whose agents learned by another rule (--pg-return) are not merged.
+    other = json.loads(open(parts[1]).read())
+    other["args"]["pg_return"] = "discounted_reward"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="different rules"):
+        escape_room.main(escape_room.Args(merge=(parts[0], str(tmp_path / "other.json"))))
+    rule = escape_room.make_config(escape_room.Args(pg_return="discounted_reward"), "id")
+    assert rule.agent.return_mode == "discounted_reward"
 
 
 @pytest.mark.timeout(300)
