@@ -325,7 +325,7 @@ def run(
                 rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
                 ends = [int(e) for e in history["ends"]]
                 eval_at = [int(e) for e in history.get("eval_at", [])]
-                episode = int(meta["episode"])
+                episode = saved_at = first = int(meta["episode"])
                 # Throughput over every sitting whose checkpoint recorded its training time.
                 earlier = (float(meta.get("train_s", 0.0)), float(meta.get("env_steps", 0.0)),
                            int(meta.get("trained_episodes", 0)))

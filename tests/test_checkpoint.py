@@ -140,6 +140,39 @@ def test_sigterm_stops_after_the_chunk_checkpoints_and_resumes_exactly(tmp_path)
 
 
 @pytest.mark.timeout(300)
+def test_a_stop_while_a_resumed_run_compiles_keeps_its_checkpoint(tmp_path, monkeypatch):
+    """Two SIGTERMs before the first chunk of a resumed sitting (their handler runs
+    once compilation returns; the second stops at once): nothing is trained or saved
+    again, the history is the checkpoint's, and the next resume still ends on the
+    uninterrupted numbers."""
+    import signal
+
+    import jaxsim.runner
+
+    first = run(config(), progress=False, checkpoint_dir=str(tmp_path), stop_after=20)
+    real_tqdm = jaxsim.runner.tqdm
+
+    def progress_bar_after_two_signals(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # stop before training...
+        os.kill(os.getpid(), signal.SIGTERM)  # ...and at once: raises here
+        return real_tqdm(*args, **kwargs)
+
+    monkeypatch.setattr(jaxsim.runner, "tqdm", progress_bar_after_two_signals)
+    stopped = run(config(), progress=False, checkpoint_dir=str(tmp_path), resume=True)
+    monkeypatch.undo()
+    assert stopped.interrupted and list(stopped.episodes) == [10, 20]
+    # Its throughput is the first sitting's: no episode is counted twice.
+    assert stopped.timing["train_s"] == pytest.approx(first.timing["train_s"])
+    assert stopped.timing["episodes_per_s"] == pytest.approx(first.timing["episodes_per_s"])
+    checkpointer = Checkpointer(str(tmp_path), config())
+    assert checkpointer.steps() == [20]
+    checkpointer.close()
+    resumed = run(config(), progress=False, checkpoint_dir=str(tmp_path), resume=True)
+    for name, value in uninterrupted().metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[name], value, err_msg=name)
+
+
+@pytest.mark.timeout(300)
 def test_a_planted_nan_stops_the_run_naming_seed_episode_and_quantity(tmp_path):
     """An agent learning rate of 1e38 overflows the parameters in the first chunk:
     the run stops with the quantities and seeds named, and nothing bad is saved."""
