@@ -359,7 +359,6 @@ def run(
             stop = config.episodes if stop_after is None else min(stop_after, config.episodes)
             bar = tqdm(total=config.episodes, initial=episode, unit="ep", disable=not progress,
                        dynamic_ncols=True, file=sys.stderr)
-            saved_at = first = episode
             request.training = True
             while episode < stop and request.signal is None:
                 tick = time.perf_counter()
@@ -394,6 +393,7 @@ def run(
                 log["throughput/env_steps_per_s"] = chunk_steps / elapsed
                 log["throughput/compile_s"] = compile_s
                 log["throughput/devices"] = sharding.num_devices
+                sitting_rate = (episode - first) * len(mine) / train_s  # seed-episodes/s
                 if episode % config.eval_period == 0 or episode == config.episodes:
                     eval_metrics = host_rows(evaluate(state))
                     evals.append(eval_metrics)
@@ -402,7 +402,7 @@ def run(
                     if not progress:  # a line per evaluation for logs of unattended runs
                         print(f"episode {episode}/{config.episodes}: return "
                               f"{log['return']:.3f} (training), {log['eval/return']:.3f} "
-                              f"(evaluation), {(episode - first) * len(mine) / train_s:.1f} "
+                              f"(evaluation), {sitting_rate:.1f} "
                               "seed-episodes/s", file=sys.stderr, flush=True)
                 for name in wandb_per_seed:  # each run's own series, where asked
                     source = metrics if name in metrics else (
@@ -414,7 +414,7 @@ def run(
                     probes.append((episode, on_chunk(state, episode)))
                 logger.log(log, step=episode)
                 bar.update(per_chunk)
-                bar.set_postfix(ep_s=f"{(episode - first) * len(mine) / train_s:.0f}",
+                bar.set_postfix(ep_s=f"{sitting_rate:.0f}",
                                 steps_s=f"{steps_done / train_s:.0f}",
                                 ret=f"{log['return']:.2f}", refresh=False)
                 if checkpointer is not None and (

@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 # Tests never need the network, and must not pick up a user's W&B settings.
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -13,3 +15,25 @@ os.environ.setdefault("IQFLOW_COMPILATION_CACHE", os.path.join(
 from jaxsim.runner import enable_compilation_cache  # noqa: E402
 
 enable_compilation_cache()
+
+
+@pytest.fixture
+def signals_before_training(monkeypatch):
+    """`send(signum, times)`: the runner's next run receives `times` signals just before
+    its first chunk (where a signal sent during compilation is handled, since
+    compilation cannot be cut short). Undone after the test."""
+    import signal
+
+    import jaxsim.runner
+
+    real_tqdm = jaxsim.runner.tqdm
+
+    def send(signum: int = signal.SIGINT, times: int = 1):
+        def progress_bar_after_signals(*args, **kwargs):
+            for _ in range(times):  # a second signal raises KeyboardInterrupt here
+                os.kill(os.getpid(), signum)
+            return real_tqdm(*args, **kwargs)
+
+        monkeypatch.setattr(jaxsim.runner, "tqdm", progress_bar_after_signals)
+
+    return send

@@ -118,22 +118,16 @@ def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_a_stop_during_compilation_ends_cleanly_before_training(tmp_path, monkeypatch):
+def test_a_stop_during_compilation_ends_cleanly_before_training(tmp_path,
+                                                               signals_before_training):
     """Ctrl-C while the program compiles (the handler runs once compilation returns:
     here, just before the first chunk) ends the benchmark without a traceback: nothing
     trained, the JSON says so, and the process's own handler is back."""
     import signal
 
-    import jaxsim.runner
     from benchmarks import escape_room
 
-    real_tqdm = jaxsim.runner.tqdm
-
-    def progress_bar_after_a_signal(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        return real_tqdm(*args, **kwargs)
-
-    monkeypatch.setattr(jaxsim.runner, "tqdm", progress_bar_after_a_signal)
+    signals_before_training(signal.SIGINT)
     before = signal.getsignal(signal.SIGINT)
     out = tmp_path / "er.json"
     escape_room.main(escape_room.Args(n=3, m=1, alg="all", seeds=2, episodes=100,

@@ -140,24 +140,16 @@ def test_sigterm_stops_after_the_chunk_checkpoints_and_resumes_exactly(tmp_path)
 
 
 @pytest.mark.timeout(300)
-def test_a_stop_while_a_resumed_run_compiles_keeps_its_checkpoint(tmp_path, monkeypatch):
+def test_a_stop_while_a_resumed_run_compiles_keeps_its_checkpoint(tmp_path, monkeypatch,
+                                                                  signals_before_training):
     """Two SIGTERMs before the first chunk of a resumed sitting (their handler runs
     once compilation returns; the second stops at once): nothing is trained or saved
     again, the history is the checkpoint's, and the next resume still ends on the
     uninterrupted numbers."""
     import signal
 
-    import jaxsim.runner
-
     first = run(config(), progress=False, checkpoint_dir=str(tmp_path), stop_after=20)
-    real_tqdm = jaxsim.runner.tqdm
-
-    def progress_bar_after_two_signals(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # stop before training...
-        os.kill(os.getpid(), signal.SIGTERM)  # ...and at once: raises here
-        return real_tqdm(*args, **kwargs)
-
-    monkeypatch.setattr(jaxsim.runner, "tqdm", progress_bar_after_two_signals)
+    signals_before_training(signal.SIGTERM, times=2)  # stop before training, then at once
     stopped = run(config(), progress=False, checkpoint_dir=str(tmp_path), resume=True)
     monkeypatch.undo()
     assert stopped.interrupted and list(stopped.episodes) == [10, 20]
