@@ -42,6 +42,10 @@ class RunArgs:
     """hyperparameter grid in the same program, e.g. --sweep c1=0,0.25 c2=0,1.4924e-4:
     every point trains every seed (float fields only; sizes and algorithms are
     separate runs)"""
+    seed_group: int | None = None
+    """train each device's seeds this many at a time (a loop over groups of a vmap):
+    memory holds the state once plus one group's temporaries, e.g. --seeds 4096
+    --seed-group 512 on one GPU; the same numbers as without"""
     debug_nans: bool = False
     """jax_debug_nans: a NaN stops the run at the operation that made it (slow)"""
     coordinator: str | None = None
@@ -82,6 +86,7 @@ def run_options(args: RunArgs, name: str) -> dict[str, Any]:
         checkpoint_dir=os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else None,
         checkpoint_every=args.checkpoint_every, resume=args.resume, stop_after=args.stop_after,
         debug_nans=args.debug_nans, wandb_per_seed=tuple(args.wandb_per_seed),
+        seed_group=args.seed_group,
     )
 
 
