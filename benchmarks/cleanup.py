@@ -14,7 +14,9 @@ critic's TD error), `ac` (independent actor-critic agents) and `shared` (the sam
 agents learning from the team's reward, the upper bound); `--ablation` runs IQ-Flow
 with c1 = c2 = 0, with c1 = 0, and with both costs (Fig. 8); `--alg pretrained
 --mechanism-from CKPT` runs fresh agents under the incentive network of an IQ-Flow run's
-checkpoint, frozen, beside the shared-reward agents (Fig. 10). Ctrl-C (or SIGTERM)
+checkpoint, frozen, beside the shared-reward agents (Fig. 10); `--alg iqflow
+--mechanism-from CKPT` starts from that network and goes on learning, and
+`--freeze-mechanism` keeps it as it is. Ctrl-C (or SIGTERM)
 stops a run cleanly after the chunk in flight and writes what it has.
 """
 
@@ -45,8 +47,12 @@ class Args(RunArgs):
     map: Literal["7x7", "10x10"] = "7x7"
     alg: Literal["iqflow", "id", "ac", "shared", "all", "pretrained"] = "iqflow"
     mechanism_from: str | None = None
-    """--alg pretrained: checkpoint directory of an IQ-Flow run (its incentive network,
-    seed i for seed i, is frozen and pays fresh agents)"""
+    """checkpoint directory of an IQ-Flow (or ID) run whose incentive network, seed i for
+    seed i, replaces the fresh one at the start: with --alg iqflow or id it goes on
+    learning, with --freeze-mechanism it pays fresh agents unchanged; --alg pretrained
+    is IQ-Flow frozen beside the shared-reward agents (Fig. 10)"""
+    freeze_mechanism: bool = False
+    """keep the loaded mechanism as it is (no updates, no replay); needs --mechanism-from"""
     episodes: int = 20000
     chunk_episodes: int = 100
     eval_period: int = 500
@@ -73,10 +79,12 @@ def make_config(args: Args, alg: str):
                      matmul_precision=args.matmul_precision, episodes=args.episodes,
                      chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
                      agent_reset_period=args.agent_reset_period)
-    if alg == "pretrained":  # frozen: no updates, so no replay beyond the minimum
-        mech = config.mechanism
-        config = config.replace(freeze_mechanism=True, mechanism=dataclasses.replace(
-            mech, replay_capacity=mech.start_train))
+    if alg == "pretrained" or (args.freeze_mechanism and alg in ("iqflow", "id")):
+        config = config.replace(freeze_mechanism=True)
+        mech = config.mechanism  # frozen: no updates, so no replay beyond the minimum
+        if hasattr(mech, "replay_capacity"):
+            config = config.replace(mechanism=dataclasses.replace(
+                mech, replay_capacity=mech.start_train))
     if args.remat_unroll and hasattr(config.mechanism, "remat_unroll"):
         config = config.replace(mechanism=dataclasses.replace(config.mechanism,
                                                               remat_unroll=True))
@@ -98,6 +106,16 @@ def algorithms(args: Args) -> list[str]:
         if not os.path.isdir(args.mechanism_from):
             raise ValueError(f"--mechanism-from {args.mechanism_from}: no such directory")
         return ["pretrained", "shared"]
+    if args.freeze_mechanism and not args.mechanism_from:
+        raise ValueError("--freeze-mechanism needs --mechanism-from: the checkpoint "
+                         "directory of the IQ-Flow or ID run whose mechanism pays the agents")
+    if args.mechanism_from:
+        if args.ablation or args.alg not in ("iqflow", "id"):
+            raise ValueError(f"--mechanism-from loads an incentive network into --alg iqflow "
+                             f"or id (or --alg pretrained), not into "
+                             f"{'the ablation' if args.ablation else '--alg ' + args.alg}")
+        if not os.path.isdir(args.mechanism_from):
+            raise ValueError(f"--mechanism-from {args.mechanism_from}: no such directory")
     return list(ALGORITHMS) if args.alg == "all" else [args.alg]
 
 
@@ -108,7 +126,8 @@ def run_one(args: Args, alg: str) -> dict:
     result = run(config, wandb_name=f"cleanup-{args.map}-{alg}",
                  wandb_group=f"cleanup-{args.map}", **run_options(args, alg),
                  sweep=parse_sweep(args.sweep, config),
-                 mechanism_from=args.mechanism_from if alg == "pretrained" else None)
+                 mechanism_from=(args.mechanism_from if alg in ("pretrained", "iqflow", "id")
+                                 else None))
     return {alg + suffix: figures(args, config, part) for suffix, part in split_result(result)}
 
 

@@ -17,6 +17,16 @@ from jaxsim.runner import enable_compilation_cache  # noqa: E402
 enable_compilation_cache()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Heavy tests first, the heaviest (`heavy(minutes)`) first of all; otherwise in
+    file order (a stable sort)."""
+    def minutes(item) -> float:
+        mark = item.get_closest_marker("heavy")
+        return 0.0 if mark is None else float(mark.args[0]) if mark.args else 1.0
+
+    items.sort(key=lambda item: -minutes(item))
+
+
 @pytest.fixture
 def signals_before_training(monkeypatch):
     """`send(signum, times)`: the runner's next run receives `times` signals just before

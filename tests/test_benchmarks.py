@@ -14,6 +14,7 @@ import pytest
 from benchmarks import matrix_games, throughput
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(400)
 def test_matrix_games_benchmark_writes_json_plots_and_tables(tmp_path):
     out = tmp_path / "mg.json"
@@ -61,6 +62,7 @@ def test_throughput_benchmark_reports_ratio(tmp_path):
     assert payload["rows"][1]["episodes_per_s"] > 0
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(400)
 def test_escape_room_benchmark_writes_curves_for_every_algorithm(tmp_path):
     from benchmarks import escape_room
@@ -117,6 +119,7 @@ def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
     assert rule.agent.return_mode == "discounted_reward"
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_a_stop_during_compilation_ends_cleanly_before_training(tmp_path,
                                                                signals_before_training):
@@ -201,6 +204,13 @@ def test_cleanup_benchmark_writes_curves_and_refuses_bad_input(tmp_path):
         cleanup_bench.main(dataclasses.replace(args, alg="iqflow", seeds=-1))
     with pytest.raises(ValueError, match="needs --mechanism-from"):
         cleanup_bench.main(dataclasses.replace(args, alg="pretrained"))
+    with pytest.raises(ValueError, match="--freeze-mechanism needs --mechanism-from"):
+        cleanup_bench.main(dataclasses.replace(args, alg="iqflow", freeze_mechanism=True))
+    with pytest.raises(ValueError, match="not into --alg shared"):
+        cleanup_bench.main(dataclasses.replace(args, mechanism_from=str(tmp_path)))
+    with pytest.raises(ValueError, match="no such directory"):
+        cleanup_bench.main(dataclasses.replace(args, alg="id",
+                                               mechanism_from=str(tmp_path / "none")))
     # Runs of other algorithms, side by side in one JSON and plot.
     other = json.loads(out.read_text())
     other["algorithms"] = {"ac": other["algorithms"]["shared"]}
@@ -236,3 +246,30 @@ def test_step_profile_rows_parse_and_refuse_bad_specs():
     for bad in ("x", "64:fast", "64:group=0", "8:group=16", "0"):
         with pytest.raises(ValueError, match="bad row"):
             Row.parse(bad)
+
+
+def test_cleanup_mechanism_from_warm_starts_or_freezes_iqflow_and_id(tmp_path, monkeypatch):
+    """--mechanism-from reaches the runner for IQ-Flow and ID; --freeze-mechanism makes
+    their config the frozen one of --alg pretrained (no replay beyond the minimum).
+    The run itself is faked: what loading and freezing do is tested in test_checkpoint."""
+    from benchmarks import cleanup as cleanup_bench
+
+    args = cleanup_bench.Args(seeds=1, episodes=10, chunk_episodes=1, eval_period=1,
+                              wandb_mode="disabled", progress=False,
+                              mechanism_from=str(tmp_path))
+    frozen = dataclasses.replace(args, freeze_mechanism=True)
+    assert cleanup_bench.make_config(frozen, "iqflow") == cleanup_bench.make_config(
+        args, "pretrained")
+    assert cleanup_bench.make_config(frozen, "id").freeze_mechanism
+    assert not cleanup_bench.make_config(args, "iqflow").freeze_mechanism  # keeps learning
+    calls = []
+
+    def fake_run(config, **options):
+        calls.append((config.freeze_mechanism, options["mechanism_from"]))
+        raise KeyboardInterrupt  # stands for the run; nothing compiles
+
+    monkeypatch.setattr(cleanup_bench, "run", fake_run)
+    for alg, options in (("iqflow", args), ("id", frozen)):
+        with pytest.raises(KeyboardInterrupt):
+            cleanup_bench.main(dataclasses.replace(options, alg=alg))
+    assert calls == [(False, str(tmp_path)), (True, str(tmp_path))]

@@ -30,6 +30,7 @@ def abstract_state(cfg):
     return jax.eval_shape(jax.vmap(Experiment(cfg).init), seed_keys(cfg))
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("stop_after", [40])  # and at 20 by SIGTERM, below
 def test_stop_and_resume_equals_the_uninterrupted_run(tmp_path, stop_after):
@@ -180,6 +181,7 @@ def test_a_planted_nan_stops_the_run_naming_seed_episode_and_quantity(tmp_path):
     checkpointer.close()
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_a_pretrained_frozen_mechanism_pays_fresh_agents_unchanged(tmp_path):
     """Fig. 10's setup: a trained run's incentive network, loaded seed for seed into a

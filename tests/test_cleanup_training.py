@@ -51,6 +51,7 @@ def test_shared_reward_gives_every_agent_the_team_reward():
     np.testing.assert_allclose(agent_view(traj).done, [[0, 0, 1], [0, 0, 1]])
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("alg", ["shared"])  # "ac" is the same agent, less code
 def test_vmapped_seeds_equal_separate_runs(alg):
@@ -128,6 +129,7 @@ def test_compact_replay_stores_117_bytes_a_step_and_renders_the_same_observation
     np.testing.assert_array_equal(rows.done, traj.done)
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_iqflow_on_cleanup_learns_the_same_from_compact_and_float_replay():
     """IQ-Flow with conv networks on Cleanup: the preset's buffer stores the compact
@@ -172,6 +174,7 @@ def test_iqflow_on_cleanup_learns_the_same_from_compact_and_float_replay():
     np.testing.assert_array_equal(metrics_c["meta/loss"], metrics_f["meta/loss"])
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_id_on_cleanup_differentiates_the_actor_step_and_learns_its_team_critic():
     """ID with actor-critic agents: the outer loss reaches eta through each actor's

@@ -37,6 +37,7 @@ def test_seed_sharding_uses_the_most_devices_that_divide_the_seeds():
     assert seed_sharding(7, devices[:4]).num_devices == 1
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 def test_four_cpu_devices_give_the_one_device_numbers(tmp_path):
     """Also with `seed_group`: each device looping over its own seeds one at a time
@@ -125,14 +126,17 @@ def test_a_second_start_loads_its_programs_from_the_compilation_cache(tmp_path):
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla"))
     compilation_cache.reset_cache()
     jax.monitoring.register_event_listener(count)
+    from jaxsim.config import NoMechanismConfig
+
+    config = tiny_config(num_seeds=2, seed=11, mechanism=NoMechanismConfig())  # quick to compile
     try:
         assert runner.enable_compilation_cache() == str(tmp_path / "xla")
-        first = runner.run(tiny_config(num_seeds=2, seed=11), progress=False)
+        first = runner.run(config, progress=False)
         first_events = Counter(events)
         assert os.listdir(tmp_path / "xla")
         jax.clear_caches()
         events.clear()
-        second = runner.run(tiny_config(num_seeds=2, seed=11), progress=False)
+        second = runner.run(config, progress=False)
     finally:
         jax.monitoring.unregister_event_listener(count)
         jax.config.update("jax_compilation_cache_dir", previous)
@@ -231,6 +235,7 @@ def test_multi_host_settings_come_from_flags_or_variables(monkeypatch):
         settings()
 
 
+@pytest.mark.heavy(2)
 @pytest.mark.timeout(600)
 def test_two_host_processes_train_the_one_process_numbers(tmp_path):
     """Two processes on this machine, two CPU devices each, joined by
