@@ -68,6 +68,10 @@ class Args(RunArgs):
     """IQ-Flow: recompute the K unrolled critic steps' activations in the backward pass
     (21 instead of 81 MB of temporaries per seed; on an H200 the same speed, and what
     lets 2,048 seeds fit one GPU; 22% slower on a CPU)"""
+    replay_capacity: int | None = None
+    """IQ-Flow: keep each seed's last N transitions (default: every transition of the
+    run, as the SPEC; 117 bytes each on 7x7, so 20,000 episodes are 117 MB a seed:
+    64 seeds 7.5 GB, 4,096 seeds 479 GB, more than any one GPU holds)"""
     threshold: float | None = None
     """report the first evaluation whose mean return reaches this"""
     plots: str = "runs/cleanup"
@@ -85,6 +89,10 @@ def make_config(args: Args, alg: str):
         if hasattr(mech, "replay_capacity"):
             config = config.replace(mechanism=dataclasses.replace(
                 mech, replay_capacity=mech.start_train))
+    if (args.replay_capacity is not None and not config.freeze_mechanism
+            and hasattr(config.mechanism, "replay_capacity")):
+        config = config.replace(mechanism=dataclasses.replace(
+            config.mechanism, replay_capacity=args.replay_capacity))
     if args.remat_unroll and hasattr(config.mechanism, "remat_unroll"):
         config = config.replace(mechanism=dataclasses.replace(config.mechanism,
                                                               remat_unroll=True))

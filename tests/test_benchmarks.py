@@ -262,6 +262,11 @@ def test_cleanup_mechanism_from_warm_starts_or_freezes_iqflow_and_id(tmp_path, m
         args, "pretrained")
     assert cleanup_bench.make_config(frozen, "id").freeze_mechanism
     assert not cleanup_bench.make_config(args, "iqflow").freeze_mechanism  # keeps learning
+    # --replay-capacity: IQ-Flow keeps its last N transitions; nothing else has a replay.
+    capped = dataclasses.replace(args, replay_capacity=300)
+    assert cleanup_bench.make_config(capped, "iqflow").mechanism.replay_capacity == 300
+    assert cleanup_bench.make_config(args, "iqflow").mechanism.replay_capacity is None
+    assert cleanup_bench.make_config(capped, "ac") == cleanup_bench.make_config(args, "ac")
     calls = []
 
     def fake_run(config, **options):
