@@ -44,6 +44,10 @@ class Args(RunArgs):
     pg_return: Literal["reward_to_go", "discounted_reward"] = "reward_to_go"
     """what weights each PG agent's log-probabilities: the discounted reward-to-go
     (SPEC §2) or gamma^t r_t, as the paper's public code does (ID models the same rule)"""
+    id_outer_weight: Literal["return", "td_error"] = "return"
+    """what weights log pi in ID's outer loss: the team's discounted return-to-go (SPEC
+    §4 for ER) or a centralised critic's TD error on the team reward (SPEC §4's Cleanup
+    rule, a learned baseline)"""
     plots: str = "runs/escape_room"
     merge: tuple[str, ...] = ()
     """JSON files to combine (no training): each algorithm's runs over disjoint seed
@@ -58,7 +62,11 @@ def make_config(args: Args, alg: str):
     if args.episodes is not None:
         overrides["episodes"] = args.episodes
     config = escape_room(args.n, args.m, ALGORITHMS[alg], **overrides)
-    return config.replace(agent=dataclasses.replace(config.agent, return_mode=args.pg_return))
+    config = config.replace(agent=dataclasses.replace(config.agent, return_mode=args.pg_return))
+    if hasattr(config.mechanism, "outer_weight"):
+        config = config.replace(mechanism=dataclasses.replace(
+            config.mechanism, outer_weight=args.id_outer_weight))
+    return config
 
 
 def run_one(args: Args, alg: str, threshold: float) -> dict:
@@ -167,6 +175,11 @@ def merge_files(args: Args) -> dict:
     rules = {p["args"].get("pg_return", "reward_to_go") for p in payloads}
     if len(rules) != 1:
         raise ValueError(f"these files' PG agents learn by different rules: {sorted(rules)}")
+    weights = {p["args"].get("id_outer_weight", "return") for p in payloads
+               if "id" in p["algorithms"]}
+    if len(weights) > 1:
+        raise ValueError(f"these files' ID runs weight their outer loss differently: "
+                         f"{sorted(weights)}")
     algs = [a for a in ALGORITHMS if any(a in p["algorithms"] for p in payloads)]
     results = {a: merge([p["algorithms"][a] for p in payloads if a in p["algorithms"]])
                for a in algs}

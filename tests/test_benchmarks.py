@@ -117,6 +117,19 @@ def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
         escape_room.main(escape_room.Args(merge=(parts[0], str(tmp_path / "other.json"))))
     rule = escape_room.make_config(escape_room.Args(pg_return="discounted_reward"), "id")
     assert rule.agent.return_mode == "discounted_reward"
+    # Nor ID runs whose outer loss was weighted differently (--id-outer-weight).
+    weighted = escape_room.make_config(escape_room.Args(id_outer_weight="td_error"), "id")
+    assert weighted.mechanism.outer_weight == "td_error"
+    assert escape_room.make_config(escape_room.Args(), "id").mechanism.outer_weight == "return"
+    as_id = []
+    for index, (path, weight) in enumerate(zip(parts, ("return", "td_error"), strict=True)):
+        payload = json.loads(open(path).read())
+        payload["algorithms"] = {"id": payload["algorithms"]["pg"]}
+        payload["args"]["id_outer_weight"] = weight
+        as_id.append(tmp_path / f"id{index}.json")
+        as_id[-1].write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="weight their outer loss differently"):
+        escape_room.main(escape_room.Args(merge=tuple(map(str, as_id))))
 
 
 @pytest.mark.heavy
