@@ -105,25 +105,23 @@ def make_config(args: Args, alg: str):
 
 
 def algorithms(args: Args) -> list[str]:
-    if args.ablation:
-        return list(ABLATION)
-    if args.alg == "pretrained":
-        if not args.mechanism_from:
-            raise ValueError("--alg pretrained needs --mechanism-from: the checkpoint "
-                             "directory of an IQ-Flow run (e.g. runs/ckpt/NAME/iqflow)")
-        if not os.path.isdir(args.mechanism_from):
-            raise ValueError(f"--mechanism-from {args.mechanism_from}: no such directory")
-        return ["pretrained", "shared"]
+    if args.alg == "pretrained" and not args.ablation and not args.mechanism_from:
+        raise ValueError("--alg pretrained needs --mechanism-from: the checkpoint "
+                         "directory of an IQ-Flow run (e.g. runs/ckpt/NAME/iqflow)")
     if args.freeze_mechanism and not args.mechanism_from:
         raise ValueError("--freeze-mechanism needs --mechanism-from: the checkpoint "
                          "directory of the IQ-Flow or ID run whose mechanism pays the agents")
-    if args.mechanism_from:
-        if args.ablation or args.alg not in ("iqflow", "id"):
+    if args.mechanism_from:  # one check of where it goes and that it exists, for every use
+        if args.ablation or args.alg not in ("iqflow", "id", "pretrained"):
             raise ValueError(f"--mechanism-from loads an incentive network into --alg iqflow "
                              f"or id (or --alg pretrained), not into "
                              f"{'the ablation' if args.ablation else '--alg ' + args.alg}")
         if not os.path.isdir(args.mechanism_from):
             raise ValueError(f"--mechanism-from {args.mechanism_from}: no such directory")
+    if args.ablation:
+        return list(ABLATION)
+    if args.alg == "pretrained":
+        return ["pretrained", "shared"]
     return list(ALGORITHMS) if args.alg == "all" else [args.alg]
 
 
