@@ -64,9 +64,13 @@ def _config_differences(saved: dict, current: dict, config: TrainConfig | None =
 
 def _state_reader(directory: str) -> ocp.CheckpointManager:
     """A manager that reads the `state` item of a run's checkpoints (its metadata or
-    its arrays, without a target structure) and never writes."""
+    its arrays, without a target structure) and never writes. Every item a checkpoint
+    holds gets its handler, else Orbax warns on each read of the metadata that
+    "history" and "meta" cannot be restored."""
     return ocp.CheckpointManager(directory, item_handlers={
-        "state": ocp.StandardCheckpointHandler()})
+        "state": ocp.StandardCheckpointHandler(),
+        "history": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler()})
 
 
 def _leaf_name(path) -> str:
