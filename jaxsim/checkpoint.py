@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
+from jaxsim import config as config_lib
 from jaxsim.config import TrainConfig
 from jaxsim.distributed import global_history, history_target, host_rows
 
@@ -37,6 +38,71 @@ def config_json(config: TrainConfig) -> dict:
     out["mechanism_type"] = type(config.mechanism).__name__
     out["env_params"] = dict(config.env_params)
     return json.loads(json.dumps(out))  # tuples -> lists, as they come back from disk
+
+
+# The agent and mechanism config classes a checkpoint's config may name.
+_PART_TYPES = {cls.__name__: cls for cls in (
+    config_lib.PGConfig, config_lib.ACConfig, config_lib.NoMechanismConfig,
+    config_lib.SharedRewardConfig, config_lib.IQFlowConfig, config_lib.IDConfig)}
+
+
+def _fields_from_json(kind, saved: dict) -> dict:
+    """`saved`'s values for the fields of dataclass `kind`, lists back to tuples (as
+    JSON wrote them); fields it lacks keep their defaults."""
+    as_tuple = lambda v: tuple(as_tuple(x) for x in v) if isinstance(v, list) else v
+    return {f.name: as_tuple(saved[f.name]) for f in dataclasses.fields(kind) if f.name in saved}
+
+
+def config_from_json(saved: dict) -> TrainConfig:
+    """The TrainConfig that `config_json` wrote (the inverse, up to fields added since,
+    which take their defaults)."""
+    parts = {}
+    for part in ("agent", "mechanism"):
+        kind = _PART_TYPES.get(saved.get(f"{part}_type"))
+        if kind is None:
+            raise CheckpointError(f"the checkpoint's config names an unknown {part} type "
+                                  f"{saved.get(f'{part}_type')!r}")
+        parts[part] = kind(**_fields_from_json(kind, saved[part]))
+    top = _fields_from_json(TrainConfig, saved)
+    top["env_params"] = dict(saved.get("env_params", {}))
+    return TrainConfig(**{**top, **parts})
+
+
+def _pick(steps: list[int], episode: int | None, directory: str) -> int:
+    """`episode` if a checkpoint of it is among `steps`, the latest for None; else why not."""
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    if episode is not None and episode not in steps:
+        raise CheckpointError(f"no checkpoint of episode {episode} in {directory}; "
+                              f"there are {steps}")
+    return steps[-1] if episode is None else episode
+
+
+def _read(directory: str, episode: int | None, read):
+    """`(read(reader, episode), episode)` for checkpoint `episode` of `directory`
+    (default: the latest), through a read-only reader; a missing directory, checkpoint
+    or unreadable item is refused with the reason, and nothing is created."""
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{directory}: no such directory")
+    reader = _state_reader(directory)
+    try:
+        episode = _pick(list(reader.all_steps()), episode, directory)
+        try:
+            return read(reader, episode), episode
+        except Exception as error:  # noqa: BLE001 - any failure to read is the same news
+            raise CheckpointError(f"checkpoint {directory}/{episode} cannot be read "
+                                  f"({type(error).__name__}: {error})") from error
+    finally:
+        reader.close()
+
+
+def saved_config(directory: str, episode: int | None = None) -> tuple[TrainConfig, int]:
+    """(the config that wrote checkpoint `episode` of `directory` (default: the
+    latest), that episode), read from the checkpoint alone; refused with the reason."""
+    meta, episode = _read(directory, episode, lambda reader, step: reader.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    return config_from_json(meta["config"]), episode
 
 
 def _with_defaults(saved: dict, config_type) -> dict:
@@ -145,12 +211,7 @@ class Checkpointer:
         """(state, history, meta) of checkpoint `episode` (default: the latest); with
         `runs` (the run axis's sharding) each host gets its own runs' history."""
         steps = self.steps()
-        if not steps:
-            raise CheckpointError(f"no checkpoint in {self.directory}")
-        episode = steps[-1] if episode is None else episode
-        if episode not in steps:
-            raise CheckpointError(f"no checkpoint of episode {episode} in {self.directory}; "
-                                  f"there are {steps}")
+        episode = _pick(steps, episode, self.directory)
         where = os.path.join(self.directory, str(episode))
         try:
             meta = self.manager.restore(episode, args=ocp.args.Composite(
@@ -192,27 +253,18 @@ def load_mechanism(directory: str, mechanism_state, part: str = "eta", episode: 
     seed i takes the checkpoint's seed i, so the run may have as many seeds as the
     checkpoint or fewer. Refused with the reason when the checkpoint has no such part,
     too few seeds or other shapes; the checkpoint is only read."""
+    def read_state(reader, step):
+        target = None
+        if jax.process_count() > 1:  # every host reads it whole, onto a device of its own
+            local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=local),
+                reader.item_metadata(step)["state"])
+        return reader.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))["state"]
+
+    saved, episode = _read(directory, episode, read_state)
     directory = os.path.abspath(directory)
-    reader = _state_reader(directory)
-    try:
-        steps = list(reader.all_steps())
-        if not steps:
-            raise CheckpointError(f"no checkpoint in {directory}")
-        episode = steps[-1] if episode is None else episode
-        try:
-            target = None
-            if jax.process_count() > 1:  # every host reads it whole, onto a device of its own
-                local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-                target = jax.tree.map(
-                    lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=local),
-                    reader.item_metadata(episode)["state"])
-            saved = reader.restore(episode, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target)))["state"]
-        except Exception as error:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {directory}/{episode} cannot be read "
-                                  f"({type(error).__name__}: {error})") from error
-    finally:
-        reader.close()
     mechanism = saved.get("mechanism") if isinstance(saved, dict) else None
     if not isinstance(mechanism, dict) or part not in mechanism:
         raise CheckpointError(f"checkpoint {directory}/{episode} holds no mechanism "

@@ -291,3 +291,56 @@ def test_cleanup_mechanism_from_warm_starts_or_freezes_iqflow_and_id(tmp_path, m
         with pytest.raises(KeyboardInterrupt):
             cleanup_bench.main(dataclasses.replace(options, alg=alg))
     assert calls == [(False, str(tmp_path)), (True, str(tmp_path))]
+
+
+@pytest.mark.timeout(300)
+def test_incentive_probe_finds_a_saturated_incentive_net(tmp_path):
+    """The probe rebuilds the run from its checkpoint and tells a seed whose incentive
+    net was pushed far below zero (planted: last bias -30) from one that was not: slope
+    ~0, every row saturated, a meta-gradient orders of magnitude smaller. A run of
+    another mechanism or a missing directory is refused, and nothing is created."""
+    from benchmarks import incentive_probe
+    from jaxsim.checkpoint import Checkpointer, CheckpointError
+    from jaxsim.config import NoMechanismConfig
+    from jaxsim.runner import run
+    from jaxsim.train import Experiment, seed_keys
+    from tests.test_engine import tiny_config
+
+    cfg = tiny_config(episodes=40, num_seeds=2)
+    trained = str(tmp_path / "trained")
+    run(cfg, progress=False, checkpoint_dir=trained, checkpoint_every=1)
+    abstract = jax.eval_shape(jax.vmap(Experiment(cfg).init), seed_keys(cfg))
+    reader = Checkpointer(trained, cfg)
+    state, history, _ = reader.restore(abstract)
+    reader.close()
+    eta = state.mechanism.eta
+    last = max(eta["params"], key=lambda name: int(name.split("_")[-1]))
+    bias = eta["params"][last]["bias"]
+    eta["params"][last]["bias"] = bias.at[1].set(-30.0)
+    planted = str(tmp_path / "planted")
+    writer = Checkpointer(planted, cfg)
+    writer.save(40, state.replace(mechanism=state.mechanism.replace(eta=eta)), history, {})
+    writer.wait()
+    writer.close()
+
+    out = tmp_path / "probe.json"
+    payload = incentive_probe.main(incentive_probe.Args(checkpoint=planted, rows=64,
+                                                        recent_episodes=5, out=str(out)))
+    assert json.loads(out.read_text())["seeds"] == [0, 1] and payload["episode"] == 40
+    slope, saturated = np.array(payload["sigmoid_slope"]), np.array(payload["saturated_fraction"])
+    grad = np.array(payload["meta_grad_norm"])
+    assert slope.shape == saturated.shape == (2, 2) and np.all(np.isfinite(grad))
+    assert np.all(slope[1] < 1e-10) and np.all(saturated[1] == 1.0)
+    assert np.all(slope[0] > 1e-3) and np.all(saturated[0] == 0.0)
+    assert grad[0] > 1e-4 and grad[1] < 1e-6 * grad[0]
+    np.testing.assert_allclose(np.array(payload["action_fraction"]).sum(-1), 1.0)
+
+    other = str(tmp_path / "none")
+    run(tiny_config(episodes=10, num_seeds=1, mechanism=NoMechanismConfig()), progress=False,
+        checkpoint_dir=other, checkpoint_every=1)
+    with pytest.raises(CheckpointError, match="NoMechanismConfig, not IQ-Flow"):
+        incentive_probe.main(incentive_probe.Args(checkpoint=other))
+    missing = str(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="no such directory"):
+        incentive_probe.main(incentive_probe.Args(checkpoint=missing))
+    assert not os.path.exists(missing)

@@ -200,3 +200,19 @@ def test_a_pretrained_frozen_mechanism_pays_fresh_agents_unchanged(tmp_path):
                                                              incentive_hidden=(3,)))
     with pytest.raises(CheckpointError, match="does not fit this run"):
         run(other, progress=False, mechanism_from=str(tmp_path))
+
+
+def test_the_config_comes_back_from_its_checkpoint_json():
+    """`config_from_json` inverts `config_json` for every preset family, so a tool can
+    rebuild a run from its checkpoint alone."""
+    from jaxsim.checkpoint import config_from_json
+    from jaxsim.config import cleanup, escape_room, matrix_game
+
+    for cfg in (config(), cleanup("7x7", "iqflow", num_seeds=8), cleanup("10x10", "id"),
+                cleanup("7x7", "shared"), escape_room(10, 5, "id", seed=3),
+                matrix_game("chicken", "none", matmul_precision="float32")):
+        back = config_from_json(config_json(cfg))
+        assert back == cfg and hash(back) == hash(cfg)
+    broken = {**config_json(config()), "mechanism_type": "NoSuchConfig"}
+    with pytest.raises(CheckpointError, match="unknown mechanism type 'NoSuchConfig'"):
+        config_from_json(broken)
