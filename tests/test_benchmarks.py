@@ -302,42 +302,52 @@ def test_incentive_probe_finds_a_saturated_incentive_net(tmp_path):
     from benchmarks import incentive_probe
     from jaxsim.checkpoint import Checkpointer, CheckpointError
     from jaxsim.config import NoMechanismConfig
-    from jaxsim.runner import run
     from jaxsim.train import Experiment, seed_keys
-    from tests.test_engine import tiny_config
+    from mechanism import replay
+    from tests.test_checkpoint import config
 
-    cfg = tiny_config(episodes=40, num_seeds=2)
-    trained = str(tmp_path / "trained")
-    run(cfg, progress=False, checkpoint_dir=trained, checkpoint_every=1)
-    abstract = jax.eval_shape(jax.vmap(Experiment(cfg).init), seed_keys(cfg))
-    reader = Checkpointer(trained, cfg)
-    state, history, _ = reader.restore(abstract)
-    reader.close()
+    # Two seeds' fresh states with 100 random transitions in each buffer (no training
+    # program to compile), seed 1's incentive net planted far below zero.
+    cfg = config()
+    experiment = Experiment(cfg)
+    state = jax.jit(jax.vmap(experiment.init))(seed_keys(cfg))
+    mech, rows = experiment.mechanism, 100
+    keys = jax.random.split(jax.random.key(3), 4)
+    items = replay.Transition(
+        obs=jax.random.uniform(keys[0], (2, rows, mech.num_agents, *mech.obs_shape)),
+        action=jax.random.randint(keys[1], (2, rows, mech.num_agents), 0, mech.num_actions),
+        reward=jax.random.normal(keys[2], (2, rows, mech.num_agents)),
+        next_obs=jax.random.uniform(keys[3], (2, rows, mech.num_agents, *mech.obs_shape)),
+        done=jnp.zeros((2, rows)))
+    buffer = jax.jit(jax.vmap(replay.add))(state.mechanism.buffer, items, jnp.ones((2, rows)))
     eta = state.mechanism.eta
     last = max(eta["params"], key=lambda name: int(name.split("_")[-1]))
-    bias = eta["params"][last]["bias"]
-    eta["params"][last]["bias"] = bias.at[1].set(-30.0)
+    eta["params"][last]["bias"] = eta["params"][last]["bias"].at[1].set(-30.0)
     planted = str(tmp_path / "planted")
     writer = Checkpointer(planted, cfg)
-    writer.save(40, state.replace(mechanism=state.mechanism.replace(eta=eta)), history, {})
+    writer.save(20, state.replace(mechanism=state.mechanism.replace(eta=eta, buffer=buffer)),
+                {"return": np.zeros((2, 2))}, {})
     writer.wait()
     writer.close()
 
     out = tmp_path / "probe.json"
     payload = incentive_probe.main(incentive_probe.Args(checkpoint=planted, rows=64,
                                                         recent_episodes=5, out=str(out)))
-    assert json.loads(out.read_text())["seeds"] == [0, 1] and payload["episode"] == 40
+    assert json.loads(out.read_text())["seeds"] == [0, 1] and payload["episode"] == 20
     slope, saturated = np.array(payload["sigmoid_slope"]), np.array(payload["saturated_fraction"])
     grad = np.array(payload["meta_grad_norm"])
     assert slope.shape == saturated.shape == (2, 2) and np.all(np.isfinite(grad))
     assert np.all(slope[1] < 1e-10) and np.all(saturated[1] == 1.0)
     assert np.all(slope[0] > 1e-3) and np.all(saturated[0] == 0.0)
-    assert grad[0] > 1e-4 and grad[1] < 1e-6 * grad[0]
+    assert grad[0] > 0 and grad[1] < 1e-4 * grad[0]
     np.testing.assert_allclose(np.array(payload["action_fraction"]).sum(-1), 1.0)
 
+    # Another mechanism's run is refused from its config alone, before any state is read.
     other = str(tmp_path / "none")
-    run(tiny_config(episodes=10, num_seeds=1, mechanism=NoMechanismConfig()), progress=False,
-        checkpoint_dir=other, checkpoint_every=1)
+    writer = Checkpointer(other, cfg.replace(mechanism=NoMechanismConfig()))
+    writer.save(10, {"x": np.zeros(1)}, {"x": np.zeros(1)}, {})
+    writer.wait()
+    writer.close()
     with pytest.raises(CheckpointError, match="NoMechanismConfig, not IQ-Flow"):
         incentive_probe.main(incentive_probe.Args(checkpoint=other))
     missing = str(tmp_path / "missing")
