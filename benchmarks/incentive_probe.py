@@ -58,7 +58,7 @@ def probe_fn(experiment: Experiment, rows: int, recent_rows: int):
         draw_key, step_b_key = jax.random.split(key)
         recent = jnp.maximum(jnp.minimum(buffer.size, recent_rows), 1)
         back = jax.random.randint(draw_key, (rows,), 0, recent)
-        data = mech._rows(buffer, (buffer.cursor - 1 - back) % buffer.capacity)
+        data = mech.transitions(buffer, (buffer.cursor - 1 - back) % buffer.capacity)
         logits = mech.eta_net.apply(state.eta, data.obs,
                                     joint_action_one_hot(data.action, num_actions))  # [R, N]
         slope = jax.nn.sigmoid(logits) * (1 - jax.nn.sigmoid(logits))
@@ -67,8 +67,8 @@ def probe_fn(experiment: Experiment, rows: int, recent_rows: int):
         by_action = (logits[..., None] * taken).sum(0) / jnp.maximum(count, 1)
         by_action = jnp.where(count > 0, by_action, jnp.nan)
         pick = replay.sample_distinct_rows(step_b_key, buffer.size, 2 * batch)
-        loss, terms, grad = mech.meta_gradient(state, mech._rows(buffer, pick[:batch]),
-                                               mech._rows(buffer, pick[batch:]))
+        loss, terms, grad = mech.meta_gradient(state, mech.transitions(buffer, pick[:batch]),
+                                               mech.transitions(buffer, pick[batch:]))
         grad_norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grad)))
         return {"logit": logits.mean(0), "logit_by_action": by_action,
                 "action_fraction": count / rows, "sigmoid_slope": slope.mean(0),

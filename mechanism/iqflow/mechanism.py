@@ -89,7 +89,7 @@ class IQFlow:
             ind=self.critic_ind.init(k_ind), buffer=replay.init(stored, self.capacity),
         )
 
-    def _rows(self, buffer: replay.ReplayBuffer, rows: jax.Array) -> replay.Transition:
+    def transitions(self, buffer: replay.ReplayBuffer, rows: jax.Array) -> replay.Transition:
         """Rows of the buffer as the critics read them (rendered if stored compact)."""
         data = replay.gather(buffer, rows)
         return data if self.env is None else replay.render_rows(self.env, data)
@@ -125,8 +125,8 @@ class IQFlow:
         """Step B, applied only once the buffer holds `start_train` transitions."""
         batch = self.config.batch_size
         rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
-        train = self._rows(state.buffer, rows[:batch])
-        validation = self._rows(state.buffer, rows[batch:])
+        train = self.transitions(state.buffer, rows[:batch])
+        validation = self.transitions(state.buffer, rows[batch:])
         loss, terms, grad = self.meta_gradient(state, train, validation)
         updates, eta_opt = self.eta_optimizer.update(grad, state.eta_opt, state.eta)
         eta = optax.apply_updates(state.eta, updates)
@@ -147,7 +147,7 @@ class IQFlow:
         state = state.replace(buffer=replay.add(state.buffer, items, traj.mask))
         key_a, key_b = jax.random.split(key)
         rows = replay.uniform_rows(state.buffer, key_a, self.config.batch_size)
-        batch = self._rows(state.buffer, rows)
+        batch = self.transitions(state.buffer, rows)
         state, metrics_a = self.update_critics(state, batch)
         state, metrics_b = self.update_incentive(state, key_b)
         return state, {**metrics_a, **metrics_b}
