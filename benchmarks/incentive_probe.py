@@ -26,7 +26,7 @@ import tyro
 from agents.networks import joint_action_one_hot
 from benchmarks.common import write_json
 from jaxsim.checkpoint import Checkpointer, CheckpointError, saved_config
-from jaxsim.config import IQFlowConfig, matmul_precision_scope, replay_capacity
+from jaxsim.config import IQFlowConfig, matmul_precision_scope
 from jaxsim.train import Experiment, seed_keys
 from mechanism import replay
 
@@ -48,7 +48,8 @@ class Args:
 
 
 def probe_fn(experiment: Experiment, rows: int, recent_rows: int):
-    """`probe(mechanism_state, key) -> dict` of one seed's statistics (see module doc)."""
+    """`probe(mechanism_state, key) -> dict` of one seed's statistics (see module doc),
+    drawn from the buffer's last `recent_rows` rows (all it holds, if fewer)."""
     mech = experiment.mechanism
     num_actions = mech.num_actions
     batch = mech.config.batch_size
@@ -61,7 +62,8 @@ def probe_fn(experiment: Experiment, rows: int, recent_rows: int):
         data = mech.transitions(buffer, (buffer.cursor - 1 - back) % buffer.capacity)
         logits = mech.eta_net.apply(state.eta, data.obs,
                                     joint_action_one_hot(data.action, num_actions))  # [R, N]
-        slope = jax.nn.sigmoid(logits) * (1 - jax.nn.sigmoid(logits))
+        paid = jax.nn.sigmoid(logits)
+        slope = paid * (1 - paid)
         taken = jax.nn.one_hot(data.action, num_actions)  # [R, N, A]
         count = taken.sum(0)
         by_action = (logits[..., None] * taken).sum(0) / jnp.maximum(count, 1)
@@ -96,9 +98,8 @@ def main(args: Args) -> dict:
         state, _, _ = checkpointer.restore(abstract, episode)
     finally:
         checkpointer.close()
-    steps = experiment.env.max_steps
-    recent_rows = min(args.recent_episodes * steps, replay_capacity(config, steps))
-    probe = jax.vmap(probe_fn(experiment, args.rows, recent_rows))
+    steps = experiment.env.max_steps  # rows per episode at most (ER's can end early)
+    probe = jax.vmap(probe_fn(experiment, args.rows, args.recent_episodes * steps))
     keys = jax.random.split(jax.random.key(args.seed), config.num_seeds)
     with matmul_precision_scope(config.matmul_precision):
         figures = jax.tree.map(np.asarray, jax.jit(probe)(state.mechanism, keys))
