@@ -91,6 +91,12 @@ class ACAgent:
     def inner_lr(self) -> float:
         return self.config.lr_actor
 
+    @staticmethod
+    def with_critic_of(state: ACState, updated: ACState) -> ACState:
+        """`state` with the critic of `updated`, the same agent after its update on the
+        episode `state` played: the critic whose advantage its actor step followed."""
+        return state.replace(critic=updated.critic)
+
     def update_critic(self, state: ACState, traj: AgentTrajectory):
         loss, grads = jax.value_and_grad(self.critic_loss)(state.critic, state.target_critic,
                                                            traj)

@@ -12,25 +12,35 @@ import numpy as np
 SQRT2 = float(np.sqrt(2.0))
 
 
+def kernel_init(init: str, scale: float = SQRT2):
+    """orthogonal(scale) (SPEC §2), or Glorot-uniform, TensorFlow's default (the ID
+    authors' code, SPEC §7), where `scale` has no say."""
+    if init == "glorot":
+        return nn.initializers.glorot_uniform()
+    return nn.initializers.orthogonal(scale)
+
+
 class MLP(nn.Module):
     """ReLU MLP with orthogonal(sqrt 2) weights and zero biases (SPEC §2).
 
     `output_scale` sets the orthogonal scale of the last layer only; a near-zero value
-    starts an output head close to 0 where a method asks for it.
+    starts an output head close to 0 where a method asks for it. `weight_init="glorot"`:
+    Glorot-uniform weights instead (SPEC §7).
     """
 
     hidden: Sequence[int]
     out: int
     output_scale: float = SQRT2
+    weight_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
             x = nn.relu(
-                nn.Dense(width, kernel_init=nn.initializers.orthogonal(SQRT2),
+                nn.Dense(width, kernel_init=kernel_init(self.weight_init),
                          bias_init=nn.initializers.zeros)(x)
             )
-        return nn.Dense(self.out, kernel_init=nn.initializers.orthogonal(self.output_scale),
+        return nn.Dense(self.out, kernel_init=kernel_init(self.weight_init, self.output_scale),
                         bias_init=nn.initializers.zeros)(x)
 
 
@@ -71,18 +81,21 @@ class JointNet(nn.Module):
     Conv(filters, 3x3, SAME) + ReLU over each agent's image, flattened and joined over
     agents -> Dense(hidden[0]) + ReLU -> concat extra -> the other hidden layers -> out
     (SPEC §3, Cleanup). Orthogonal(sqrt 2) weights, zero biases; `output_scale` for
-    the last layer.
+    the last layer. `weight_init="glorot"` (MLP form only): Glorot-uniform weights and no
+    bias on the last layer, as the ID authors' incentive net (SPEC §7).
     """
 
     hidden: Sequence[int]
     out: int
     conv_filters: int = 0
     output_scale: float = SQRT2
+    weight_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jax.Array, extra: jax.Array | None = None) -> jax.Array:
-        dense = lambda width, scale=SQRT2: nn.Dense(
-            width, kernel_init=nn.initializers.orthogonal(scale),
+        glorot = self.weight_init == "glorot"
+        dense = lambda width, scale=SQRT2, bias=True: nn.Dense(
+            width, kernel_init=kernel_init(self.weight_init, scale), use_bias=bias,
             bias_init=nn.initializers.zeros)
         hidden = list(self.hidden)
         extras = [] if extra is None else [extra]
@@ -94,7 +107,7 @@ class JointNet(nn.Module):
             x = jnp.concatenate([obs.reshape(obs.shape[0], -1), *extras], -1)
         for width in hidden:
             x = nn.relu(dense(width)(x))
-        return dense(self.out, self.output_scale)(x)
+        return dense(self.out, self.output_scale, bias=not glorot)(x)
 
 
 def joint_action_one_hot(action: jax.Array, num_actions: int) -> jax.Array:

@@ -43,8 +43,9 @@ class PGAgent:
         self.config = config
         self.obs_shape = tuple(obs_shape)
         self.num_actions = num_actions
-        self.network = MLP(hidden=tuple(config.hidden), out=num_actions)
-        self.optimizer = optax.sgd(config.lr)
+        self.network = MLP(hidden=tuple(config.hidden), out=num_actions, weight_init=config.init)
+        # ID's model of this agent's step is plain SGD at `lr` whatever this is (`inner_lr`).
+        self.optimizer = {"sgd": optax.sgd, "adam": optax.adam}[config.optimizer](config.lr)
 
     def init(self, key: jax.Array) -> PGState:
         params = self.network.init(key, jnp.zeros((1, *self.obs_shape), jnp.float32))

@@ -30,14 +30,17 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, incentive_sums, join_job, per_action, plot_return_curves,
-                               print_learning_table, run_figures, run_options, write_json)
+from benchmarks.common import (RunArgs, check_rows_apply, incentive_sums, join_job, per_action,
+                               plot_return_curves, print_learning_table, run_figures, run_names,
+                               run_options, with_rows, write_json)
 from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup, validate
 from jaxsim.runner import run
 from jaxsim.sweep import parse_sweep, split_result
 
-ALGORITHMS = ("iqflow", "id", "ac", "shared")
+ALGORITHMS = ("iqflow", "id", "ac", "shared", "shared_decentralised", "shared_centralised")
+# --alg all: Fig. 7's four algorithms, with both shared-reward upper bounds.
+FIG7 = ("iqflow", "id", "ac", "shared_decentralised", "shared_centralised")
 # Fig. 8: IQ-Flow without its costs, without cost 1, and as specified.
 ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow": (None, None)}
 
@@ -45,7 +48,11 @@ ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow"
 @dataclass
 class Args(RunArgs):
     map: Literal["7x7", "10x10"] = "7x7"
-    alg: Literal["iqflow", "id", "ac", "shared", "all", "pretrained"] = "iqflow"
+    alg: Literal["iqflow", "id", "ac", "shared", "shared_decentralised", "shared_centralised",
+                 "all", "pretrained"] = "iqflow"
+    """shared: the recipe's upper bound (paper: decentralised agents each given the team
+    reward; authors: one centralised controller over the joint action, SPEC §6 row 9);
+    all: iqflow, id, ac and both shared baselines (Fig. 7)"""
     mechanism_from: str | None = None
     """checkpoint directory of an IQ-Flow (or ID) run whose incentive network, seed i for
     seed i, replaces the fresh one at the start: with --alg iqflow or id it goes on
@@ -55,9 +62,22 @@ class Args(RunArgs):
     """keep the loaded mechanism as it is (no updates, no replay); needs --mechanism-from"""
     episodes: int = 20000
     chunk_episodes: int = 100
-    eval_period: int = 500
-    agent_reset_period: int = 1000
-    """fresh agents every this many episodes (0: never)"""
+    eval_period: int | None = None
+    """default: the recipe's (paper 500, authors 100: SPEC §6 row 11)"""
+    agent_reset_period: int | None = None
+    """fresh agents every this many episodes (0: never); default: the recipe's (paper
+    1000; authors: IQ-Flow 2000, row 10, the others never, rows 8-9)"""
+    q_layout: Literal["per_head", "shared_conv"] | None = None
+    """SPEC §6 row 12: IQ-Flow's Q heads each with its own conv (SPEC §3) or sharing one
+    conv per critic (the authors'). Default: the recipe's"""
+    id_inner_critic: Literal["before", "after"] | None = None
+    """SPEC §6 row 8: the critic in ID's rebuilt actor step, the agent's before its
+    update on the rebuilt episode (SPEC §4) or after it (the authors')"""
+    id_critic_polyak: float | None = None
+    """SPEC §6 row 8: ID's team critic bootstraps from a Polyak target moved by this
+    much per step (authors: 0.01). Default: the recipe's (paper: from itself)"""
+    id_cost_episode: Literal["new", "rebuilt"] | None = None
+    """SPEC §6 rows 5 and 8: ID's cost on the new episode or the rebuilt one"""
     ablation: bool = False
     """IQ-Flow's cost ablation (Fig. 8) instead of --alg"""
     merge: tuple[str, ...] = ()
@@ -77,12 +97,24 @@ class Args(RunArgs):
     plots: str = "runs/cleanup"
 
 
-def make_config(args: Args, alg: str):
-    config = cleanup(args.map, alg if alg in ALGORITHMS else "iqflow", num_seeds=args.seeds,
-                     seed=args.seed, first_seed=args.first_seed,
+def rows(args: Args) -> dict:
+    """{dotted config field: (value or None for the recipe's, the flag)}."""
+    return {"eval_period": (args.eval_period, "--eval-period"),
+            "agent_reset_period": (args.agent_reset_period, "--agent-reset-period"),
+            "mechanism.q_layout": (args.q_layout, "--q-layout"),
+            "mechanism.inner_critic": (args.id_inner_critic, "--id-inner-critic"),
+            "mechanism.critic_polyak": (args.id_critic_polyak, "--id-critic-polyak"),
+            "mechanism.cost_episode": (args.id_cost_episode, "--id-cost-episode")}
+
+
+def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None = None):
+    config = cleanup(args.map, alg if alg in ALGORITHMS else "iqflow", recipe=recipe,
+                     num_seeds=args.seeds, seed=args.seed, first_seed=args.first_seed,
                      matmul_precision=args.matmul_precision, episodes=args.episodes,
-                     chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
-                     agent_reset_period=args.agent_reset_period)
+                     chunk_episodes=args.chunk_episodes)
+    config, applied = with_rows(config, {k: v for k, (v, _) in rows(args).items()})
+    if taken is not None:
+        taken.update(applied)
     if alg == "pretrained" or (args.freeze_mechanism and alg in ("iqflow", "id")):
         config = config.replace(freeze_mechanism=True)
         mech = config.mechanism  # frozen: no updates, so no replay beyond the minimum
@@ -120,21 +152,21 @@ def algorithms(args: Args) -> list[str]:
             raise ValueError(f"--mechanism-from {args.mechanism_from}: no such directory")
     if args.ablation:
         return list(ABLATION)
-    if args.alg == "pretrained":
-        return ["pretrained", "shared"]
-    return list(ALGORITHMS) if args.alg == "all" else [args.alg]
+    if args.alg == "pretrained":  # Fig. 10, against both shared-reward baselines
+        return ["pretrained", "shared_decentralised", "shared_centralised"]
+    return list(FIG7) if args.alg == "all" else [args.alg]
 
 
-def run_one(args: Args, alg: str) -> dict:
+def run_one(args: Args, name: str, alg: str, recipe: str = "paper") -> dict:
     """{name: figures} of one algorithm's run: one entry, or one per sweep point
     (`alg[c1=0,c2=0]`)."""
-    config = make_config(args, alg)
-    result = run(config, wandb_name=f"cleanup-{args.map}-{alg}",
-                 wandb_group=f"cleanup-{args.map}", **run_options(args, alg),
+    config = make_config(args, alg, recipe)
+    result = run(config, wandb_name=f"cleanup-{args.map}-{name}",
+                 wandb_group=f"cleanup-{args.map}", **run_options(args, name),
                  sweep=parse_sweep(args.sweep, config),
                  mechanism_from=(args.mechanism_from if alg in ("pretrained", "iqflow", "id")
                                  else None))
-    return {alg + suffix: figures(args, config, part) for suffix, part in split_result(result)}
+    return {name + suffix: figures(args, config, part) for suffix, part in split_result(result)}
 
 
 def figures(args: Args, config, result) -> dict:
@@ -167,8 +199,10 @@ def plot(args: Args, results: dict) -> None:
     os.makedirs(args.plots, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_return_curves(ax, results)
-    if args.agent_reset_period:
-        for x in range(args.agent_reset_period, args.episodes, args.agent_reset_period):
+    periods = {r.get("config", {}).get("agent_reset_period") for r in results.values()}
+    period = periods.pop() if len(periods) == 1 else None  # marked only if all runs share it
+    if period:
+        for x in range(period, args.episodes, period):
             ax.axvline(x, color="k", lw=0.3, alpha=0.3)
     ax.set_title(f"Cleanup {args.map}: mean and 95% CI across seeds")
     ax.legend()
@@ -233,13 +267,16 @@ def main(args: Args) -> dict:
         print_learning_table(f"Cleanup {args.map}", payload["algorithms"], args.threshold)
         return payload
     args = join_job(args)  # several hosts: before any device is touched
-    algs = algorithms(args)
-    for alg in algs:  # every config (and sweep point) is checked before anything compiles
-        validate(make_config(args, alg))
-        parse_sweep(args.sweep, make_config(args, alg))
+    names = run_names(args, algorithms(args))
+    taken: set = set()
+    for _, alg, recipe in names:  # every config and sweep point, before anything compiles
+        validate(make_config(args, alg, recipe, taken))
+        parse_sweep(args.sweep, make_config(args, alg, recipe))
+    check_rows_apply({k: flag for k, (v, flag) in rows(args).items() if v is not None},
+                     taken, f"--alg {args.alg} on Cleanup")
     results: dict = {}
-    for alg in algs:
-        ran = run_one(args, alg)
+    for name, alg, recipe in names:
+        ran = run_one(args, name, alg, recipe)
         results.update(ran)
         if any(r["interrupted"] for r in ran.values()):
             break

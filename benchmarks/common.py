@@ -17,6 +17,12 @@ class RunArgs:
     """Flags every learning benchmark shares."""
 
     seeds: int = 64
+    recipe: tuple[Literal["paper", "authors", "id_authors"], ...] = ("paper",)
+    """whose runs to reproduce (SPEC §6-7): paper (the text, §§1-5), authors (every §6
+    row of the authors' released code that concerns the experiment), id_authors (the
+    ID authors' own recipe, §7: Escape Room); several: every algorithm under each, side
+    by side as ALG@RECIPE in one JSON and one plot. The row flags below override single
+    rows of the recipe"""
     seed: int = 0
     first_seed: int = 0
     """train seeds first_seed .. first_seed + seeds - 1 (split a sweep over processes)"""
@@ -77,6 +83,45 @@ def _with_suffix(path: str | None, suffix: str) -> str | None:
         return path
     root, ext = os.path.splitext(path)
     return root + suffix + ext
+
+
+def run_names(args: RunArgs, algs: list[str]) -> list[tuple[str, str, str]]:
+    """(name, algorithm, recipe) of every run a command makes: ALG, or ALG@RECIPE when
+    it compares several recipes."""
+    several = len(args.recipe) > 1
+    if len(set(args.recipe)) != len(args.recipe):
+        raise ValueError(f"--recipe names a recipe twice: {list(args.recipe)}")
+    return [(f"{alg}@{recipe}" if several else alg, alg, recipe)
+            for recipe in args.recipe for alg in algs]
+
+
+def with_rows(config, rows: dict[str, Any]):
+    """`config` with each row that one of its parts has set: rows maps dotted fields
+    ("agent.return_mode", "mechanism.q_layout", or a TrainConfig field) to a value, or
+    None to keep the recipe's. Returns (config, the rows it took)."""
+    taken = set()
+    for path, value in rows.items():
+        if value is None:
+            continue
+        part, _, name = path.rpartition(".")
+        if not part:  # a field of the run itself (eval_period, agent_reset_period, ...)
+            config = config.replace(**{name: value})
+        elif name in {f.name for f in dataclasses.fields(getattr(config, part))}:
+            sub = dataclasses.replace(getattr(config, part), **{name: value})
+            config = config.replace(**{part: sub})
+        else:
+            continue
+        taken.add(path)
+    return config, taken
+
+
+def check_rows_apply(rows: dict[str, str], taken: set[str], experiment: str) -> None:
+    """Refuses, before anything compiles, a row flag (rows: {dotted field: flag}) given
+    for a command none of whose runs has that field."""
+    for path, flag in rows.items():
+        if path not in taken:
+            raise ValueError(f"{flag} does not apply to {experiment}: no run of this "
+                             f"command has {path}")
 
 
 def run_options(args: RunArgs, name: str) -> dict[str, Any]:
@@ -157,7 +202,11 @@ def run_figures(args: RunArgs, config, result, threshold: float | None) -> dict:
     if result.timing.get("processes", 1) > 1:  # this host's contiguous share of the seeds
         local = result.timing["local_runs"]
         seeds, first_seed = len(local), args.first_seed + local[0]
+    from jaxsim.checkpoint import config_json
+
     return {
+        "recipe": config.recipe,
+        "config": config_json(config),  # every row's value, as the checkpoint stores it
         "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
         "episodes_planned": config.episodes,
         "seeds": seeds,

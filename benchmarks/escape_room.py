@@ -21,9 +21,9 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, incentive_sums, join_job, per_action, plot_return_curves,
-                               print_learning_table, run_figures, run_options, summarise,
-                               write_json)
+from benchmarks.common import (RunArgs, check_rows_apply, incentive_sums, join_job, per_action,
+                               plot_return_curves, print_learning_table, run_figures, run_names,
+                               run_options, summarise, with_rows, write_json)
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room, validate
 from jaxsim.runner import run
@@ -38,44 +38,69 @@ class Args(RunArgs):
     m: int = 2
     alg: Literal["iqflow", "id", "pg", "all"] = "all"
     episodes: int | None = None
-    """default: the SPEC's 25,000 for ER(5,2), 20,000 otherwise"""
-    chunk_episodes: int = 250
-    eval_period: int = 500
-    pg_return: Literal["reward_to_go", "discounted_reward"] = "reward_to_go"
-    """what weights each PG agent's log-probabilities: the discounted reward-to-go
-    (SPEC §2) or gamma^t r_t, as the paper's public code does (ID models the same rule)"""
-    id_outer_weight: Literal["return", "td_error"] = "return"
-    """what weights log pi in ID's outer loss: the team's discounted return-to-go (SPEC
-    §4 for ER) or a centralised critic's TD error on the team reward (SPEC §4's Cleanup
-    rule, a learned baseline)"""
+    """default: the recipe's (paper: 25,000 for ER(5,2), 20,000 otherwise; authors:
+    25,000 for ID on ER(10,5); id_authors: 100,000)"""
+    chunk_episodes: int | None = None
+    """default: the recipe's (paper 250, authors and id_authors 100)"""
+    eval_period: int | None = None
+    """default: the recipe's (paper 500, authors and id_authors 100: SPEC §6 row 11)"""
+    pg_return: Literal["reward_to_go", "discounted_reward"] | None = None
+    """SPEC §6 row 1: what weights each PG agent's log-probabilities, the discounted
+    reward-to-go (SPEC §2) or gamma^t r_t (the authors' code); ID models the same rule.
+    Default: the recipe's"""
+    agent_optimizer: Literal["sgd", "adam"] | None = None
+    """SPEC §6 row 3: the PG agents' optimiser (ID's model of their step stays plain
+    SGD). Default: the recipe's (authors: adam for ID's agents on ER(5,2))"""
+    v_ignores_obs: bool | None = None
+    """SPEC §6 row 2: IQ-Flow's V_env and V_ind as one learned value per agent (the
+    authors' code applies their MLP to a fixed vector). Default: the recipe's"""
+    id_outer_weight: Literal["return", "td_error", "per_step"] | None = None
+    """SPEC §6 row 4: what weights log pi in ID's outer loss: the team's discounted
+    return-to-go (SPEC §4), a centralised critic's TD error on the team reward (SPEC
+    §4's Cleanup rule, a learned baseline) or gamma^t R_team,t per step (the authors')"""
+    id_cost_episode: Literal["new", "rebuilt"] | None = None
+    """SPEC §6 row 5: ID's cost on the new episode (SPEC §4) or on the one its inner
+    step is rebuilt on (the authors')"""
+    id_output_scale: float | None = None
+    """SPEC §6 row 6: orthogonal scale of ID's last incentive layer (paper 0.01,
+    authors sqrt(2)/1000)"""
     plots: str = "runs/escape_room"
     merge: tuple[str, ...] = ()
     """JSON files to combine (no training): each algorithm's runs over disjoint seed
     ranges become one result over all seeds; files may hold different algorithms"""
 
 
-def make_config(args: Args, alg: str):
-    overrides = dict(num_seeds=args.seeds, seed=args.seed, first_seed=args.first_seed,
-                     matmul_precision=args.matmul_precision,
-                     chunk_episodes=args.chunk_episodes,
-                     eval_period=args.eval_period)
-    if args.episodes is not None:
-        overrides["episodes"] = args.episodes
-    config = escape_room(args.n, args.m, ALGORITHMS[alg], **overrides)
-    config = config.replace(agent=dataclasses.replace(config.agent, return_mode=args.pg_return))
-    if hasattr(config.mechanism, "outer_weight"):
-        config = config.replace(mechanism=dataclasses.replace(
-            config.mechanism, outer_weight=args.id_outer_weight))
+def rows(args: Args) -> dict:
+    """{dotted config field: (value or None for the recipe's, the flag)} of every row
+    flag."""
+    return {"episodes": (args.episodes, "--episodes"),
+            "chunk_episodes": (args.chunk_episodes, "--chunk-episodes"),
+            "eval_period": (args.eval_period, "--eval-period"),
+            "agent.return_mode": (args.pg_return, "--pg-return"),
+            "agent.optimizer": (args.agent_optimizer, "--agent-optimizer"),
+            "mechanism.values_ignore_obs": (args.v_ignores_obs, "--v-ignores-obs"),
+            "mechanism.outer_weight": (args.id_outer_weight, "--id-outer-weight"),
+            "mechanism.cost_episode": (args.id_cost_episode, "--id-cost-episode"),
+            "mechanism.output_scale": (args.id_output_scale, "--id-output-scale")}
+
+
+def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None = None):
+    config = escape_room(args.n, args.m, ALGORITHMS[alg], recipe=recipe, num_seeds=args.seeds,
+                         seed=args.seed, first_seed=args.first_seed,
+                         matmul_precision=args.matmul_precision)
+    config, applied = with_rows(config, {k: v for k, (v, _) in rows(args).items()})
+    if taken is not None:
+        taken.update(applied)
     return config
 
 
-def run_one(args: Args, alg: str, threshold: float) -> dict:
+def run_one(args: Args, name: str, alg: str, recipe: str, threshold: float) -> dict:
     """{name: figures} of one algorithm's run: one entry, or one per sweep point."""
-    config = make_config(args, alg)
-    result = run(config, wandb_name=f"er-{args.n}-{args.m}-{alg}",
-                 wandb_group=f"er-{args.n}-{args.m}", **run_options(args, alg),
+    config = make_config(args, alg, recipe)
+    result = run(config, wandb_name=f"er-{args.n}-{args.m}-{name}",
+                 wandb_group=f"er-{args.n}-{args.m}", **run_options(args, name),
                  sweep=parse_sweep(args.sweep, config))
-    return {alg + suffix: figures(args, config, part, threshold)
+    return {name + suffix: figures(args, config, part, threshold)
             for suffix, part in split_result(result)}
 
 
@@ -110,7 +135,10 @@ def merge(parts: list[dict]) -> dict:
     returns = np.concatenate([np.asarray(r["eval_return_per_seed"], float) for r in parts], 1)
     weighted = lambda key: sum(w * np.asarray(r[key]) for w, r in zip(seeds, parts, strict=True))
     paid, taken = weighted("incentive_paid_by_action"), weighted("actions_taken_by_action")
+    config = parts[0].get("config")
     return {
+        "recipe": parts[0].get("recipe", "paper"),
+        "config": config and {**config, "num_seeds": int(seeds.sum()), "first_seed": starts[0]},
         "episodes": parts[0]["episodes"],
         "episodes_planned": parts[0]["episodes_planned"],
         "seeds": int(seeds.sum()),
@@ -164,6 +192,10 @@ def plot(args: Args, results: dict, optimum: float) -> None:
         plt.close(fig)
 
 
+def _without_seeds(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in ("num_seeds", "first_seed")}
+
+
 def merge_files(args: Args) -> dict:
     payloads = []
     for path in args.merge:
@@ -172,15 +204,23 @@ def merge_files(args: Args) -> dict:
     shape = {(p["args"]["n"], p["args"]["m"]) for p in payloads}
     if len(shape) != 1:
         raise ValueError(f"these files hold different rooms: {sorted(shape)}")
-    rules = {p["args"].get("pg_return", "reward_to_go") for p in payloads}
-    if len(rules) != 1:
+    rules = {p["args"].get("pg_return") or "reward_to_go" for p in payloads
+             if "config" not in next(iter(p["algorithms"].values()), {})}
+    if len(rules) > 1:
         raise ValueError(f"these files' PG agents learn by different rules: {sorted(rules)}")
-    weights = {p["args"].get("id_outer_weight", "return") for p in payloads
-               if "id" in p["algorithms"]}
+    weights = {p["args"].get("id_outer_weight") or "return" for p in payloads
+               if "id" in p["algorithms"]
+               and "config" not in p["algorithms"]["id"]}
     if len(weights) > 1:
         raise ValueError(f"these files' ID runs weight their outer loss differently: "
                          f"{sorted(weights)}")
-    algs = [a for a in ALGORITHMS if any(a in p["algorithms"] for p in payloads)]
+    algs = list(dict.fromkeys(a for p in payloads for a in p["algorithms"]))
+    for alg in algs:  # runs of one name must be one config but for their seeds
+        configs = {json.dumps(_without_seeds(p["algorithms"][alg]["config"]), sort_keys=True)
+                   for p in payloads if "config" in p["algorithms"].get(alg, {})}
+        if len(configs) > 1:
+            raise ValueError(f"these files' {alg} runs have different configs (recipe or "
+                             "rows): merge only the seeds of one run")
     results = {a: merge([p["algorithms"][a] for p in payloads if a in p["algorithms"]])
                for a in algs}
     seeds = {r["seeds"] for r in results.values()}
@@ -197,13 +237,17 @@ def main(args: Args) -> dict:
     else:
         args = join_job(args)  # several hosts: before any device is touched
         algs = list(ALGORITHMS) if args.alg == "all" else [args.alg]
-        for alg in algs:  # every config and sweep point is checked before anything compiles
-            validate(make_config(args, alg))
-            parse_sweep(args.sweep, make_config(args, alg))
+        names = run_names(args, algs)
+        taken: set = set()
+        for _, alg, recipe in names:  # every config and sweep point, before anything compiles
+            validate(make_config(args, alg, recipe, taken))
+            parse_sweep(args.sweep, make_config(args, alg, recipe))
+        check_rows_apply({k: flag for k, (v, flag) in rows(args).items() if v is not None},
+                         taken, f"--alg {args.alg} on Escape Room")
         optimum = EscapeRoom(args.n, args.m).optimal_return
         results: dict = {}
-        for alg in algs:
-            ran = run_one(args, alg, threshold=optimum - 1)
+        for name, alg, recipe in names:
+            ran = run_one(args, name, alg, recipe, threshold=optimum - 1)
             results.update(ran)
             if any(r["interrupted"] for r in ran.values()):
                 break

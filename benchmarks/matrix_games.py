@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import RunArgs, join_job, mean_ci95, run_options, write_json
+from benchmarks.common import (RunArgs, check_rows_apply, join_job, mean_ci95, run_names,
+                               run_options, with_rows, write_json)
+from jaxsim.checkpoint import config_json
 from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
 from jaxsim.config import MATRIX_GAMES, matrix_game, validate
 from jaxsim.runner import run
@@ -41,6 +43,12 @@ class Args(RunArgs):
     eval_period: int = 300
     lr_incentive: float | None = None
     """override IQ-Flow's incentive learning rate (SPEC: 3e-3)"""
+    pg_return: Literal["reward_to_go", "discounted_reward"] | None = None
+    """SPEC §6 row 1: the PG agents' step weights, reward-to-go (SPEC §2) or gamma^t r_t
+    (the authors' code). Default: the recipe's"""
+    v_ignores_obs: bool | None = None
+    """SPEC §6 row 2: IQ-Flow's V_env and V_ind as one learned value per agent (the
+    authors' code). Default: the recipe's"""
     plots: str = "runs/matrix_games"
     """folder for the PNG and text tables (the committed results live in benchmarks/results)"""
 
@@ -90,8 +98,12 @@ def dilemma_summary(final_table: np.ndarray) -> dict:
 
 # --- one game, one algorithm ---------------------------------------------------------------
 
-def run_one(args: Args, game: str, alg: str) -> dict:
-    config = make_config(args, game, alg)
+def run_one(args: Args, game: str, alg: str, recipe: str = "paper", name: str | None = None
+            ) -> dict:
+    name = name or alg
+    config = make_config(args, game, alg, recipe)
+    if len(args.recipe) > 1:  # each recipe's tables and plots in a folder of its own
+        args = dataclasses.replace(args, plots=os.path.join(args.plots, recipe))
     probe = None
     table_rows: list = []
     if alg == "iqflow":
@@ -104,13 +116,15 @@ def run_one(args: Args, game: str, alg: str) -> dict:
     else:
         on_chunk = None
 
-    result = run(config, wandb_name=f"matrix-{game}-{alg}", wandb_group=f"matrix-{game}",
-                 on_chunk=on_chunk, **run_options(args, f"{game}-{alg}"))
+    result = run(config, wandb_name=f"matrix-{game}-{name}", wandb_group=f"matrix-{game}",
+                 on_chunk=on_chunk, **run_options(args, f"{game}-{name}"))
     if result.interrupted:
         raise KeyboardInterrupt
     coop = result.metrics["action_freq"][..., 0].mean(-1)  # [chunks, seeds]
     last = result.episodes > 0.9 * args.episodes
     summary = {
+        "recipe": recipe,
+        "config": config_json(config),
         "episodes": args.episodes,
         "seeds": args.seeds,
         "coop_rate": mean_ci95(coop[last].mean(0)),
@@ -146,16 +160,24 @@ def run_one(args: Args, game: str, alg: str) -> dict:
     return summary
 
 
-def make_config(args: Args, game: str, alg: str):
+def rows(args: Args) -> dict:
+    """{dotted config field: (value or None for the recipe's, the flag)}."""
+    return {"agent.return_mode": (args.pg_return, "--pg-return"),
+            "mechanism.values_ignore_obs": (args.v_ignores_obs, "--v-ignores-obs"),
+            "mechanism.lr_incentive": (args.lr_incentive, "--lr-incentive")}
+
+
+def make_config(args: Args, game: str, alg: str, recipe: str = "paper",
+                taken: set | None = None):
     config = matrix_game(
-        game, alg, episodes=args.episodes, num_seeds=args.seeds, seed=args.seed,
+        game, alg, recipe=recipe, episodes=args.episodes, num_seeds=args.seeds, seed=args.seed,
         first_seed=args.first_seed, matmul_precision=args.matmul_precision,
         chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
         env_params={"episode_length": args.episode_length},
     )
-    if args.lr_incentive is not None and alg == "iqflow":
-        mechanism = dataclasses.replace(config.mechanism, lr_incentive=args.lr_incentive)
-        config = config.replace(mechanism=mechanism)
+    config, applied = with_rows(config, {k: v for k, (v, _) in rows(args).items()})
+    if taken is not None:
+        taken.update(applied)
     return config
 
 
@@ -285,14 +307,19 @@ def main(args: Args) -> dict:
                          "live on the host only: --resume and --stop-after are not offered "
                          "here (--checkpoint-dir still saves the runs)")
     args = join_job(args)  # several hosts: before any device is touched
+    names = run_names(args, list(algs))
+    taken: set = set()
     for game in games:  # every config is checked before anything compiles
-        for alg in algs:
-            validate(make_config(args, game, alg))
+        for _, alg, recipe in names:
+            validate(make_config(args, game, alg, recipe, taken))
+    check_rows_apply({k: flag for k, (v, flag) in rows(args).items() if v is not None},
+                     taken, f"--alg {args.alg} on the matrix games")
     results: dict = {"args": dataclasses.asdict(args), "games": {}}
     try:
         for game in games:
-            for alg in algs:
-                results["games"].setdefault(game, {})[alg] = run_one(args, game, alg)
+            for name, alg, recipe in names:
+                results["games"].setdefault(game, {})[name] = run_one(args, game, alg, recipe,
+                                                                      name)
     except KeyboardInterrupt:
         print("interrupted: writing the results of the finished runs only")
         results["interrupted"] = True
@@ -302,13 +329,14 @@ def main(args: Args) -> dict:
 
 
 def print_summary(results: dict) -> None:
-    print("\ngame       alg     coop_rate [95% CI]        payoff_removed  q_removed  "
+    width = max([7, *(len(a) for algs in results["games"].values() for a in algs)])
+    print(f"\ngame       {'alg':<{width}} coop_rate [95% CI]        payoff_removed  q_removed  "
           "episodes/s  env_steps/s  compile_s")
     for game, algs in results["games"].items():
         for alg, r in algs.items():
             lo, hi = r["coop_rate"]["ci95"]
             q = "-" if r["q_dilemma_removed"] is None else f"{r['q_dilemma_removed']:.2f}"
-            print(f"{game:<10} {alg:<7} {r['coop_rate']['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+            print(f"{game:<10} {alg:<{width}} {r['coop_rate']['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
                   f"     {r['payoff_dilemma_removed']:.2f}            {q:<9}  "
                   f"{r['episodes_per_s']:10.1f}  {r['env_steps_per_s']:11.1f}  "
                   f"{r['compile_s']:.1f}")

@@ -6,6 +6,7 @@ import inspect
 from typing import Any, Callable
 
 from envs_jax.base import MultiAgentEnv
+from envs_jax.centralised import Centralised
 from envs_jax.cleanup import cleanup_7x7, cleanup_10x10
 from envs_jax.escape_room import EscapeRoom
 from envs_jax.matrix_games import MatrixGame
@@ -29,8 +30,14 @@ REGISTRY: dict[str, Callable[..., MultiAgentEnv]] = {
 }
 
 
+# `make(CENTRALISED + name)`: the environment `name` played by one joint-action
+# controller (envs_jax.centralised, SPEC §6 row 9).
+CENTRALISED = "centralised:"
+
+
 def env_parameters(name: str) -> dict[str, Any]:
     """The parameters `make(name, ...)` accepts, with their defaults."""
+    name = name.removeprefix(CENTRALISED)
     _check_name(name)
     signature = inspect.signature(REGISTRY[name])
     return {p.name: p.default for p in signature.parameters.values()}
@@ -38,7 +45,8 @@ def env_parameters(name: str) -> dict[str, Any]:
 
 def _check_name(name: str) -> None:
     if name not in REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; valid names: {sorted(REGISTRY)}")
+        raise ValueError(f"unknown environment {name!r}; valid names: {sorted(REGISTRY)}, "
+                         f"each also as {CENTRALISED}NAME (one joint-action controller)")
 
 
 def make(name: str, **params: Any) -> MultiAgentEnv:
@@ -50,7 +58,9 @@ def make(name: str, **params: Any) -> MultiAgentEnv:
         raise ValueError(
             f"unknown parameter(s) {unknown} for environment {name!r}; valid: {valid}"
         )
+    if name.startswith(CENTRALISED):
+        return Centralised(REGISTRY[name.removeprefix(CENTRALISED)](**params))
     return REGISTRY[name](**params)
 
 
-__all__ = ["MultiAgentEnv", "make", "env_parameters", "REGISTRY"]
+__all__ = ["CENTRALISED", "Centralised", "MultiAgentEnv", "make", "env_parameters", "REGISTRY"]

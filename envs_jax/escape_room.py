@@ -70,6 +70,12 @@ class EscapeRoom(MultiAgentEnv):
         one_hot = jax.nn.one_hot(position, 3, dtype=jnp.float32)  # [N, 3]
         return one_hot[self._view_order].reshape(self.num_agents, -1)
 
+    @staticmethod
+    def central_state(obs: jax.Array) -> jax.Array:
+        """The one-hot position of every agent in id order, f32[..., 3N], from the
+        observations [..., N, 3N]: agent 0's own view lists exactly that."""
+        return obs[..., 0, :]
+
     def reset(self, key: jax.Array) -> tuple[EscapeRoomState, TimeStep]:
         del key  # every episode starts with everyone at the start position
         state = EscapeRoomState(position=jnp.full((self.num_agents,), START, jnp.int32),

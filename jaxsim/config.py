@@ -24,6 +24,12 @@ class PGConfig:
     entropy_coef: float = 0.05
     gamma: float = 0.99
     return_mode: Literal["reward_to_go", "discounted_reward"] = "reward_to_go"
+    # The agents' optimiser (SPEC §6 row 3: the authors ran ID's ER(5,2) agents with
+    # Adam); ID's model of their step stays one plain SGD step at `lr` either way.
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    # Weight initialisation: orthogonal(sqrt 2) (SPEC §2) or Glorot-uniform, the
+    # TensorFlow default of the ID authors' code (SPEC §7).
+    init: Literal["orthogonal", "glorot"] = "orthogonal"
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,15 @@ class IQFlowConfig:
     # of keeping all K of them (jax.checkpoint): the same gradient, a fraction of the
     # memory (Cleanup: most of a seed's temporary memory), some extra compute.
     remat_unroll: bool = False
+    # SPEC §6 row 2 (MLP environments): the authors' V_env and V_ind apply their MLP to
+    # the fixed vector (critic_hidden..., N) instead of the observations, so each is one
+    # learned value per agent whatever the state; V_coop stays a network over them.
+    values_ignore_obs: bool = False
+    # SPEC §6 row 12 (image observations): "per_head", each Q head its own conv and
+    # the others' actions joining after the first Dense (SPEC §3); "shared_conv", one
+    # conv per Q critic over every agent's image, shared by its heads, each head's MLP
+    # taking the flat conv features and the others' actions at its first layer.
+    q_layout: Literal["per_head", "shared_conv"] = "per_head"
 
 
 @dataclass(frozen=True)
@@ -105,13 +120,38 @@ class IDConfig:
     # What weights log pi in the outer loss: "return", the discounted team return-to-go
     # (ER), or "td_error", a centralised critic's TD error on the team reward (Cleanup),
     # the critic V(all observations) learning by TD(0) with Adam at lr_critic.
-    outer_weight: str = "return"
+    # "per_step" (SPEC §6 row 4): each step's log pi weighted by gamma^t R_team,t,
+    # that step's team reward alone, as the IQ-Flow authors' ID on ER.
+    outer_weight: Literal["return", "td_error", "per_step"] = "return"
     critic_hidden: tuple[int, ...] = (64, 64)
     lr_critic: float = 2.4e-5
+    # Which episode the cost charges (SPEC §6 row 5): "new", episode k+1 that the
+    # outer loss scores (SPEC §4), or "rebuilt", episode k of the rebuilt inner step.
+    cost_episode: Literal["new", "rebuilt"] = "new"
+    # "agent": one incentive per agent (SPEC §4); "action" (SPEC §7): one per action,
+    # shared by all agents, agent i receiving output[a_i], and the cost charged on
+    # every output of every step, before the incentive_max scale, as the ID authors'.
+    output_type: Literal["agent", "action"] = "agent"
+    activation: Literal["abs_tanh", "sigmoid"] = "abs_tanh"  # r = max * act(.)
+    init: Literal["orthogonal", "glorot"] = "orthogonal"  # glorot: no output bias (SPEC §7)
+    # What the incentive net sees beside the joint action: "observations", every
+    # agent's (SPEC §4), or "state", the environment's central state (SPEC §7: on ER
+    # the one-hot position of every agent in id order).
+    designer_input: Literal["observations", "state"] = "observations"
+    # SPEC §6 row 8 (ID on Cleanup): None, the team critic bootstraps from itself;
+    # a number, from a Polyak target moved by this much per step.
+    critic_polyak: float | None = None
+    critic_conv_filters: int | None = None  # None: conv_filters (row 8: 2 x 6)
+    # The critic inside the rebuilt actor step (actor-critic agents): "before", that of
+    # the agent state that played episode k (SPEC §4); "after", the agent's critic once
+    # updated on episode k, the one its real actor step used (SPEC §6 row 8).
+    inner_critic: Literal["before", "after"] = "before"
 
 
 MechanismConfig = Union[NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig]
 
+
+RECIPES = ("paper", "authors", "id_authors")
 
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
 
@@ -149,6 +189,11 @@ class TrainConfig:
     # float32 matmuls: "default" is JAX's (full f32 on CPU, TF32 on recent NVIDIA GPUs,
     # bf16 passes on TPU); "float32" forces full precision everywhere.
     matmul_precision: str = "default"
+    # Whose runs the presets reproduce (SPEC §6): "paper", the method as the text says
+    # (§§1-5); "authors", every §6 row of the authors' released code that concerns the
+    # experiment; "id_authors", the ID authors' own Escape Room recipe (§7). A label
+    # the presets set with the rows; it keeps checkpoints of different recipes apart.
+    recipe: str = "paper"
 
     def __post_init__(self):
         # Pairs rather than a dict keep the config hashable (usable as a cache key).
@@ -180,6 +225,10 @@ def _finite_in(name: str, value, low: float, high: float, low_open=False, high_o
     _require(ok, f"{name} must be a finite number in {interval}, got {value!r}")
 
 
+def _choice(name: str, value, valid: tuple) -> None:
+    _require(value in valid, f"{name} must be one of {valid}, got {value!r}")
+
+
 def _check_hidden(name: str, hidden) -> None:
     _require(
         isinstance(hidden, tuple) and all(_is_int(h) and h >= 1 for h in hidden),
@@ -201,6 +250,8 @@ def validate(config: TrainConfig) -> None:
              f"seed must be an integer >= 0, got {config.seed!r}")
     _require(_is_int(config.first_seed) and config.first_seed >= 0,
              f"first_seed must be an integer >= 0, got {config.first_seed!r}")
+    _require(config.recipe in RECIPES,
+             f"recipe must be one of {RECIPES}, got {config.recipe!r}")
     _require(config.matmul_precision in MATMUL_PRECISIONS,
              f"matmul_precision must be one of {MATMUL_PRECISIONS}, "
              f"got {config.matmul_precision!r}")
@@ -237,6 +288,8 @@ def validate(config: TrainConfig) -> None:
     _require(agent.return_mode in ("reward_to_go", "discounted_reward"),
              f"agent.return_mode must be 'reward_to_go' or 'discounted_reward', "
              f"got {agent.return_mode!r}")
+    _choice("agent.optimizer", agent.optimizer, ("sgd", "adam"))
+    _choice("agent.init", agent.init, ("orthogonal", "glorot"))
     _validate_mechanism(config, env)
 
 
@@ -264,9 +317,26 @@ def _validate_mechanism(config: TrainConfig, env) -> None:
         _finite_in("mechanism.lr_cost", mech.lr_cost, 0, math.inf)
         _finite_in("mechanism.cost_weight", mech.cost_weight, 0, math.inf)
         _finite_in("mechanism.gamma", mech.gamma, 0, 1)
-        _require(mech.outer_weight in ("return", "td_error"),
-                 f"mechanism.outer_weight must be 'return' or 'td_error', got "
-                 f"{mech.outer_weight!r}")
+        _choice("mechanism.outer_weight", mech.outer_weight, ("return", "td_error", "per_step"))
+        _choice("mechanism.cost_episode", mech.cost_episode, ("new", "rebuilt"))
+        _choice("mechanism.output_type", mech.output_type, ("agent", "action"))
+        _choice("mechanism.activation", mech.activation, ("abs_tanh", "sigmoid"))
+        _choice("mechanism.init", mech.init, ("orthogonal", "glorot"))
+        _choice("mechanism.designer_input", mech.designer_input, ("observations", "state"))
+        _choice("mechanism.inner_critic", mech.inner_critic, ("before", "after"))
+        if mech.critic_polyak is not None:
+            _finite_in("mechanism.critic_polyak", mech.critic_polyak, 0, 1, low_open=True)
+        if mech.critic_conv_filters is not None:
+            _positive_int("mechanism.critic_conv_filters", mech.critic_conv_filters)
+        _require(mech.designer_input == "observations" or hasattr(env, "central_state"),
+                 f"mechanism.designer_input 'state' needs an environment with a central "
+                 f"state (escape_room); {config.env} has none: use 'observations'")
+        _require(mech.inner_critic == "before" or isinstance(config.agent, ACConfig),
+                 "mechanism.inner_critic 'after' rebuilds an actor-critic step with its "
+                 "updated critic; these agents have no critic: use 'before'")
+        _require(mech.init == "orthogonal" or not mech.conv_filters,
+                 "mechanism.init 'glorot' is the ID authors' MLP head; conv heads are "
+                 "orthogonal: use 'orthogonal'")
         return
     _require(isinstance(mech, IQFlowConfig),
              f"unknown mechanism config {type(mech).__name__}; valid: "
@@ -281,6 +351,13 @@ def _validate_mechanism(config: TrainConfig, env) -> None:
     _finite_in("mechanism.expectile", mech.expectile, 0, 1, low_open=True, high_open=True)
     _finite_in("mechanism.polyak", mech.polyak, 0, 1, low_open=True)
     _finite_in("mechanism.rmsprop_decay", mech.rmsprop_decay, 0, 1, high_open=True)
+    _choice("mechanism.q_layout", mech.q_layout, ("per_head", "shared_conv"))
+    _require(mech.q_layout == "per_head" or mech.conv_filters > 0,
+             "mechanism.q_layout 'shared_conv' shares a conv over image observations; "
+             "this config has no conv (conv_filters 0): use 'per_head'")
+    _require(not mech.values_ignore_obs or mech.conv_filters == 0,
+             "mechanism.values_ignore_obs is the authors' MLP critics' V (SPEC §6 row 2); "
+             "their conv critics (Cleanup) read the observations: leave it False")
     _positive_int("mechanism.unroll_steps", mech.unroll_steps)
     _positive_int("mechanism.batch_size", mech.batch_size)
     _positive_int("mechanism.start_train", mech.start_train)
@@ -302,27 +379,62 @@ def replay_capacity(config: TrainConfig, max_steps: int) -> int:
     return config.episodes * max_steps
 
 
-# --- Presets: the SPEC's tables ------------------------------------------------------
+# --- Presets: the SPEC's tables, and the recipes of SPEC §6-7 ---------------------------
 
 MATRIX_GAMES = ("ipd", "chicken", "stag_hunt")
 
+# SPEC §6 row 6: the authors' ID head, 2 |tanh| over a last layer orthogonal(sqrt 2) / 1000.
+MINI_INIT_SCALE = math.sqrt(2.0) / 1000
 
-def matrix_game(game: str, alg: Literal["iqflow", "none"] = "iqflow", **overrides) -> TrainConfig:
-    """SPEC §1.1, §2 and the matrix column of §3: PG agents (16-8), episode length 5."""
+
+def _check_recipe(recipe: str, valid: tuple[str, ...], experiment: str) -> None:
+    if recipe not in valid:
+        raise ValueError(f"recipe {recipe!r} does not apply to {experiment}; valid: "
+                         f"{list(valid)}")
+
+
+def _replace(part, **changes):
+    return dataclasses.replace(part, **changes)
+
+
+def matrix_game(game: str, alg: Literal["iqflow", "none"] = "iqflow", recipe: str = "paper",
+                **overrides) -> TrainConfig:
+    """SPEC §1.1, §2 and the matrix column of §3: PG agents (16-8), episode length 5.
+    recipe "authors": SPEC §6 rows 1 (gamma^t r_t step weights) and 2 (V_env, V_ind
+    that ignore the observations); the evaluation period stays (tables, not curves)."""
     if game not in MATRIX_GAMES:
         raise ValueError(f"unknown matrix game {game!r}; valid: {list(MATRIX_GAMES)}")
     mechanisms = {"iqflow": IQFlowConfig, "none": NoMechanismConfig}
     if alg not in mechanisms:
         raise ValueError(f"unknown algorithm {alg!r} for matrix games; valid: {list(mechanisms)}")
-    base = TrainConfig(env=game, agent=PGConfig(), mechanism=mechanisms[alg]())
+    _check_recipe(recipe, ("paper", "authors"), "the matrix games")
+    agent, mechanism = PGConfig(), mechanisms[alg]()
+    if recipe == "authors":
+        agent = _replace(agent, return_mode="discounted_reward")
+        if alg == "iqflow":
+            mechanism = _replace(mechanism, values_ignore_obs=True)
+    base = TrainConfig(env=game, agent=agent, mechanism=mechanism, recipe=recipe)
     return base.replace(**overrides)
 
 
 def escape_room(n_agents: int = 5, n_required: int = 2,
-                alg: Literal["iqflow", "id", "none"] = "iqflow", **overrides) -> TrainConfig:
+                alg: Literal["iqflow", "id", "none"] = "iqflow", recipe: str = "paper",
+                **overrides) -> TrainConfig:
     """SPEC §1.2, §2 and the ER column of §3: PG agents (64-64, lr 9.56e-5, entropy
     0.0166); IQ-Flow with a 64-32 incentive net, 64-64 critics, c1 = 0.5, c2 = 5e-3.
-    25,000 episodes for ER(5, 2), 20,000 for ER(10, 5)."""
+    25,000 episodes for ER(5, 2), 20,000 for ER(10, 5).
+
+    recipe "authors" (SPEC §6): every algorithm's agents weight steps by gamma^t r_t
+    (row 1) and are evaluated every 100 episodes (row 11); IQ-Flow's V_env and V_ind
+    ignore the observations (row 2); ID weights its outer loss per step by
+    gamma^t R_team,t (row 4), charges its cost on the rebuilt episode (row 5) and has
+    the mini-init head (row 6); on ER(5,2) ID's agents use Adam (row 3), on ER(10,5)
+    they keep SGD with entropy 0.1, ID's cost rate is 1.03e-5 and it trains 25,000
+    episodes (row 7). recipe "id_authors" (SPEC §7): agents 64-32 with Glorot weights
+    for every algorithm; ID's per-action head over the central state (64-16,
+    2 sigmoid, Glorot, cost on every output of the rebuilt episode); 100,000 episodes,
+    evaluated every 100."""
+    _check_recipe(recipe, RECIPES, "Escape Room")
     mechanisms = {
         "iqflow": IQFlowConfig(incentive_hidden=(64, 32), critic_hidden=(64, 64),
                                lr_incentive=1e-3, lr_coop=1e-3, lr_env=1e-3, lr_ind=1e-3,
@@ -332,19 +444,42 @@ def escape_room(n_agents: int = 5, n_required: int = 2,
     }
     if alg not in mechanisms:
         raise ValueError(f"unknown algorithm {alg!r} for Escape Room; valid: {list(mechanisms)}")
-    base = TrainConfig(
-        env="escape_room",
-        env_params={"n_agents": n_agents, "n_required": n_required},
-        agent=PGConfig(hidden=(64, 64), lr=9.56e-5, entropy_coef=0.0166),
-        mechanism=mechanisms[alg],
-        episodes=25000 if (n_agents, n_required) == (5, 2) else 20000,
-        chunk_episodes=250,
-        eval_period=500,
-    )
+    room = (n_agents, n_required)
+    agent = PGConfig(hidden=(64, 64), lr=9.56e-5, entropy_coef=0.0166)
+    mechanism = mechanisms[alg]
+    schedule = dict(episodes=25000 if room == (5, 2) else 20000, chunk_episodes=250,
+                    eval_period=500)
+    if recipe == "authors":
+        agent = _replace(agent, return_mode="discounted_reward")
+        schedule.update(chunk_episodes=100, eval_period=100)
+        if alg == "iqflow":
+            mechanism = _replace(mechanism, values_ignore_obs=True)
+        if alg == "id":
+            mechanism = _replace(mechanism, outer_weight="per_step", cost_episode="rebuilt",
+                                 output_scale=MINI_INIT_SCALE)
+            if room == (5, 2):
+                agent = _replace(agent, optimizer="adam")
+            if room == (10, 5):
+                agent = _replace(agent, entropy_coef=0.1)
+                mechanism = _replace(mechanism, lr_cost=1.03e-5)
+                schedule.update(episodes=25000)
+    if recipe == "id_authors":
+        agent = _replace(agent, hidden=(64, 32), init="glorot")
+        schedule.update(episodes=100000, chunk_episodes=100, eval_period=100)
+        if alg == "id":
+            mechanism = _replace(mechanism, incentive_hidden=(64, 16), output_type="action",
+                                 activation="sigmoid", init="glorot",
+                                 designer_input="state", cost_episode="rebuilt")
+    base = TrainConfig(env="escape_room", env_params={"n_agents": n_agents,
+                                                      "n_required": n_required},
+                       agent=agent, mechanism=mechanism, recipe=recipe, **schedule)
     return base.replace(**overrides)
 
 
 CLEANUP_MAPS = ("7x7", "10x10")
+CLEANUP_ALGORITHMS = ("ac", "shared", "shared_decentralised", "shared_centralised", "iqflow",
+                      "id")
+CENTRALISED = "centralised:"  # envs_jax.CENTRALISED: the joint-action controller
 
 
 # SPEC §3, the Cleanup column: conv critics and incentive net, tiny eta learning rate.
@@ -359,24 +494,57 @@ CLEANUP_IQFLOW = IQFlowConfig(incentive_hidden=(64, 64), critic_hidden=(64, 64),
                               start_train=200)
 
 
-def cleanup(map_size: str = "7x7", alg: Literal["ac", "shared", "iqflow", "id"] = "ac",
+def cleanup(map_size: str = "7x7", alg: str = "ac", recipe: str = "paper",
             **overrides) -> TrainConfig:
     """SPEC §1.3/§1.4 and §2: conv actor-critic agents, 20,000 episodes of 50 steps,
     agents re-initialised every 1000 episodes, evaluated every 500. `ac`: independent
-    AC (its own learning rates and entropy 0.1); `shared`: every agent learns from the
-    team's environment reward (the upper bound), with the AC agents of IQ-Flow's runs;
-    `iqflow`: those agents and IQ-Flow with conv networks (SPEC §3); `id`: those agents
-    and the ID baseline of SPEC §4."""
+    AC (its own learning rates and entropy 0.1); `shared_decentralised`: every agent
+    learns from the team's environment reward, with the AC agents of IQ-Flow's runs
+    (SPEC §2's upper bound); `shared_centralised`: ONE AC controller with the
+    independent-AC settings that sees agent 0's view and picks the joint action,
+    learning from the team reward, never reset (SPEC §6 row 9); `shared`: the recipe's
+    upper bound (paper: decentralised, authors: centralised); `iqflow`: the AC agents
+    and IQ-Flow with conv networks (SPEC §3); `id`: those agents and the ID baseline of
+    SPEC §4.
+
+    recipe "authors" (SPEC §6, 7x7 only): evaluation every 100 episodes (row 11);
+    IQ-Flow's agents reset every 2,000 episodes (row 10) and its Q critics share one
+    conv (row 12); ID's agents have the independent-AC settings and are never reset,
+    its team critic has a 12-filter conv and a Polyak target, its rebuilt actor step
+    uses the updated critic and its cost charges the rebuilt episode (row 8); the
+    independent-AC baseline is never reset (the authors' baseline trainer, as row 9)."""
     if map_size not in CLEANUP_MAPS:
         raise ValueError(f"unknown Cleanup map {map_size!r}; valid: {list(CLEANUP_MAPS)}")
+    if alg not in CLEANUP_ALGORITHMS:
+        raise ValueError(f"unknown algorithm {alg!r} for Cleanup; valid: "
+                         f"{list(CLEANUP_ALGORITHMS)}")
+    _check_recipe(recipe, ("paper", "authors") if map_size == "7x7" else ("paper",),
+                  f"Cleanup {map_size} (the authors' 10x10 config, SPEC §6 row 15, is "
+                  "another experiment)")
+    if alg == "shared":
+        alg = "shared_centralised" if recipe == "authors" else "shared_decentralised"
     presets = {"ac": (INDEPENDENT_AC, NoMechanismConfig()),
-               "shared": (ACConfig(), SharedRewardConfig()),
+               "shared_decentralised": (ACConfig(), SharedRewardConfig()),
+               "shared_centralised": (INDEPENDENT_AC, NoMechanismConfig()),
                "iqflow": (ACConfig(), CLEANUP_IQFLOW),
                "id": (ACConfig(), CLEANUP_ID)}
-    if alg not in presets:
-        raise ValueError(f"unknown algorithm {alg!r} for Cleanup; valid: {list(presets)}")
     agent, mechanism = presets[alg]
-    base = TrainConfig(env=f"cleanup_{map_size}", agent=agent, mechanism=mechanism,
-                       episodes=20000, chunk_episodes=100, eval_period=500,
-                       agent_reset_period=1000)
+    env = f"cleanup_{map_size}"
+    schedule = dict(episodes=20000, chunk_episodes=100, eval_period=500, agent_reset_period=1000)
+    if alg == "shared_centralised":
+        env = CENTRALISED + env
+        schedule.update(agent_reset_period=0)
+    if recipe == "authors":
+        schedule.update(eval_period=100)
+        if alg == "iqflow":
+            schedule.update(agent_reset_period=2000)
+            mechanism = _replace(mechanism, q_layout="shared_conv")
+        if alg == "id":
+            agent = INDEPENDENT_AC
+            schedule.update(agent_reset_period=0)
+            mechanism = _replace(mechanism, critic_polyak=0.01, critic_conv_filters=12,
+                                 inner_critic="after", cost_episode="rebuilt")
+        if alg == "ac":
+            schedule.update(agent_reset_period=0)
+    base = TrainConfig(env=env, agent=agent, mechanism=mechanism, recipe=recipe, **schedule)
     return base.replace(**overrides)

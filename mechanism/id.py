@@ -8,6 +8,11 @@ updated policies on episode k+1 by the discounted team return (ER) or by a
 centralised critic's TD error on the team reward (Cleanup). The cost charges the
 incentives paid in episode k+1 (L1, discounted over time): with its own Adam (ER)
 and/or weighted inside the meta loss (Cleanup).
+
+The other recipes' forms (SPEC §6 rows 4-8, §7) are config fields: the outer loss
+weighted per step by gamma^t R_team,t; the cost on episode k; one incentive per action
+shared by the agents, over the central state; a team critic with a Polyak target; the
+rebuilt actor step with the agent's updated critic.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class IDState:
     has_prev: jax.Array
     critic: dict | None = None
     critic_opt: optax.OptState | None = None
+    critic_target: dict | None = None  # with critic_polyak only
 
 
 class IncentiveDesigner:
@@ -53,21 +59,38 @@ class IncentiveDesigner:
         self.num_agents = env.num_agents
         self.num_actions = env.num_actions
         self.obs_shape = tuple(env.observation_spec.shape[1:])
-        self.eta_net = JointNet(hidden=tuple(config.incentive_hidden), out=env.num_agents,
+        self.per_action = config.output_type == "action"
+        self.eta_net = JointNet(hidden=tuple(config.incentive_hidden),
+                                out=env.num_actions if self.per_action else env.num_agents,
                                 conv_filters=config.conv_filters,
-                                output_scale=config.output_scale)
+                                output_scale=config.output_scale, weight_init=config.init)
         self.meta_optimizer = optax.adam(config.lr_meta)
         self.cost_optimizer = optax.adam(config.lr_cost)
         self.uses_critic = config.outer_weight == "td_error"
         self.critic_net = JointNet(hidden=tuple(config.critic_hidden), out=1,
-                                   conv_filters=config.conv_filters)
+                                   conv_filters=config.critic_conv_filters or config.conv_filters)
         self.critic_optimizer = optax.adam(config.lr_critic)
+
+    def designer_view(self, obs: jax.Array) -> jax.Array:
+        return self.env.central_state(obs) if self.config.designer_input == "state" else obs
+
+    def outputs(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """The net's squashed outputs in [0, 1): f32[B, N] (one per agent) or f32[B, A]
+        (one per action, output_type "action"). It reads every observation, or the
+        environment's central state (designer_input "state"), and the joint action."""
+        logits = self.eta_net.apply(eta, self.designer_view(obs),
+                                    joint_action_one_hot(action, self.num_actions))
+        if self.config.activation == "sigmoid":
+            return jax.nn.sigmoid(logits)
+        return jnp.abs(jnp.tanh(logits))
 
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
         """obs [B, N, *obs_shape], action i32[B, N] -> f32[B, N] in [0, incentive_max);
         the same function in the rollout and inside the differentiated update."""
-        logits = self.eta_net.apply(eta, obs, joint_action_one_hot(action, self.num_actions))
-        return self.config.incentive_max * jnp.abs(jnp.tanh(logits))
+        out = self.outputs(eta, obs, action)
+        if self.per_action:  # agent i receives the output of its own action
+            out = jnp.take_along_axis(out, action, axis=-1)
+        return self.config.incentive_max * out
 
     def incentive(self, state: IDState, obs: jax.Array, action: jax.Array) -> jax.Array:
         return self.incentives(state.eta, obs[None], action[None])[0]
@@ -76,14 +99,16 @@ class IncentiveDesigner:
         eta_key, agent_key = jax.random.split(key)
         example_obs = jnp.zeros((1, self.num_agents, *self.obs_shape))
         example_action = jnp.zeros((1, self.num_agents), jnp.int32)
-        eta = self.eta_net.init(eta_key, example_obs,
+        eta = self.eta_net.init(eta_key, self.designer_view(example_obs),
                                 joint_action_one_hot(example_action, self.num_actions))
         agent_keys = jax.random.split(agent_key, self.num_agents)
         agents = jax.eval_shape(jax.vmap(self.agent.init), agent_keys)  # shapes only
-        critic = critic_opt = None
+        critic = critic_opt = critic_target = None
         if self.uses_critic:
             critic = self.critic_net.init(jax.random.fold_in(key, 1), example_obs)
             critic_opt = self.critic_optimizer.init(critic)
+            if self.config.critic_polyak is not None:
+                critic_target = critic
         steps, n = self.env.max_steps, self.num_agents
         empty = Trajectory(
             obs=jnp.zeros((steps, n, *self.obs_shape)), action=jnp.zeros((steps, n), jnp.int32),
@@ -94,10 +119,15 @@ class IncentiveDesigner:
         return IDState(eta=eta, meta_opt=self.meta_optimizer.init(eta),
                        cost_opt=self.cost_optimizer.init(eta), prev_traj=empty,
                        prev_agents=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), agents),
-                       has_prev=jnp.asarray(False), critic=critic, critic_opt=critic_opt)
+                       has_prev=jnp.asarray(False), critic=critic, critic_opt=critic_opt,
+                       critic_target=critic_target)
 
-    def relearned_params(self, eta, prev_agents, prev: Trajectory):
-        """Each agent's SGD step on episode k with reward r_env + r_inc(eta)."""
+    def relearned_params(self, eta, prev_agents, prev: Trajectory, agent_state=None):
+        """Each agent's SGD step on episode k with reward r_env + r_inc(eta), from the
+        state that played episode k (with inner_critic "after", its critic replaced
+        by the one the agent has after its update on episode k, `agent_state`'s)."""
+        if self.config.inner_critic == "after":
+            prev_agents = self.agent.with_critic_of(prev_agents, agent_state)
         incentive = self.incentives(eta, prev.obs, prev.action) * prev.mask[:, None]
         lr = self.agent.inner_lr
 
@@ -124,13 +154,16 @@ class IncentiveDesigner:
         """What weights log pi at each step of episode k+1: f32[T], constant."""
         if self.uses_critic:
             return jax.lax.stop_gradient(self.team_td_error(state.critic, traj))
-        return traj.mask * discounted_reward_to_go(traj.reward.sum(-1), traj.mask,
-                                                   self.config.gamma)
+        team = traj.reward.sum(-1)
+        if self.config.outer_weight == "per_step":  # gamma^t R_team,t (SPEC §6 row 4)
+            return traj.mask * self.config.gamma ** jnp.arange(team.shape[0]) * team
+        return traj.mask * discounted_reward_to_go(team, traj.mask, self.config.gamma)
 
-    def outer_loss(self, eta, state: IDState, traj: Trajectory) -> jax.Array:
+    def outer_loss(self, eta, state: IDState, traj: Trajectory, agent_state=None) -> jax.Array:
         """-sum_i sum_t log pi(a_it | o_it; theta_i') w_t, theta' the re-learned
-        parameters and w the team's return-to-go or TD error in episode k+1."""
-        params = self.relearned_params(eta, state.prev_agents, state.prev_traj)
+        parameters and w the team's return-to-go, per-step reward or TD error in
+        episode k+1."""
+        params = self.relearned_params(eta, state.prev_agents, state.prev_traj, agent_state)
         view = agent_view(traj)
         log_prob = jax.vmap(lambda p, o, a: self.agent.policy(p, o).log_prob(a))(
             params, view.obs, view.action)  # [N, T]
@@ -138,29 +171,44 @@ class IncentiveDesigner:
 
     def update_critic(self, state: IDState, traj: Trajectory):
         """One TD(0) step of the centralised critic on the team reward (masked MSE)."""
+        polyak = self.config.critic_polyak
+        bootstrap = state.critic if polyak is None else state.critic_target
+
         def loss(critic):
             target = jax.lax.stop_gradient(
                 traj.reward.sum(-1) + self.config.gamma * (1 - traj.done)
-                * self.team_values(critic, traj.next_obs))
+                * self.team_values(critic if polyak is None else bootstrap, traj.next_obs))
             error = traj.mask * (self.team_values(critic, traj.obs) - target)
             return jnp.sum(error**2) / jnp.maximum(traj.mask.sum(), 1.0)
 
         value, grads = jax.value_and_grad(loss)(state.critic)
         updates, critic_opt = self.critic_optimizer.update(grads, state.critic_opt)
-        return state.replace(critic=optax.apply_updates(state.critic, updates),
-                             critic_opt=critic_opt), value
+        critic = optax.apply_updates(state.critic, updates)
+        if polyak is not None:
+            state = state.replace(critic_target=optax.incremental_update(
+                critic, state.critic_target, polyak))
+        return state.replace(critic=critic, critic_opt=critic_opt), value
 
     def cost(self, eta, traj: Trajectory) -> jax.Array:
-        """L1 of the incentives paid in the episode, discounted over time."""
+        """L1 of the incentives paid in the episode, discounted over time; with one
+        output per action, of every output at every step, unscaled (the ID authors')."""
         discount = self.config.gamma ** jnp.arange(traj.mask.shape[0])
-        paid = jnp.abs(self.incentives(eta, traj.obs, traj.action)).sum(-1)
+        if self.per_action:
+            paid = self.outputs(eta, traj.obs, traj.action).sum(-1)
+        else:
+            paid = jnp.abs(self.incentives(eta, traj.obs, traj.action)).sum(-1)
         return jnp.sum(discount * traj.mask * paid)
 
     def update(self, state: IDState, traj: Trajectory, key: jax.Array, *, agent_state):
         del key
         traj = traj.replace(compact=None, compact_next=None)  # kept as observations
-        meta_loss, meta_grad = jax.value_and_grad(self.outer_loss)(state.eta, state, traj)
-        cost, cost_grad = jax.value_and_grad(self.cost)(state.eta, traj)
+        meta_loss, meta_grad = jax.value_and_grad(self.outer_loss)(state.eta, state, traj,
+                                                                   agent_state)
+        if self.config.cost_episode == "rebuilt":  # episode k (SPEC §6 row 5), once there
+            cost, cost_grad = jax.value_and_grad(self.cost)(state.eta, state.prev_traj)
+            cost, cost_grad = jax.tree.map(lambda g: g * state.has_prev, (cost, cost_grad))
+        else:
+            cost, cost_grad = jax.value_and_grad(self.cost)(state.eta, traj)
         meta_grad = jax.tree.map(lambda g: g * state.has_prev, meta_grad)
         weight = self.config.cost_weight  # the cost inside the meta loss (Cleanup)
         meta_grad = jax.tree.map(lambda m, c: m + weight * c, meta_grad, cost_grad)
@@ -169,6 +217,8 @@ class IncentiveDesigner:
         eta = optax.apply_updates(optax.apply_updates(state.eta, meta_updates), cost_updates)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(state.has_prev, n, o),
                                              new, old)
+        if self.config.cost_episode == "rebuilt":
+            cost_opt = keep(cost_opt, state.cost_opt)
         new_state = state.replace(eta=eta, meta_opt=keep(meta_opt, state.meta_opt),
                                   cost_opt=cost_opt, prev_traj=traj, prev_agents=agent_state,
                                   has_prev=jnp.asarray(True))

@@ -43,7 +43,9 @@ def test_matrix_games_benchmark_writes_json_plots_and_tables(tmp_path):
 def test_cli_rejects_bad_input_before_compiling():
     for argv, message in ((["--seeds", "-2"], "num_seeds must be an integer >= 1"),
                           (["--game", "go"], "invalid choice"),
-                          (["--episodes", "50"], "multiple of chunk_episodes")):
+                          (["--episodes", "50"], "multiple of chunk_episodes"),
+                          (["--recipe", "lio"], "invalid choice"),
+                          (["--recipe", "id_authors"], "does not apply to the matrix games")):
         proc = subprocess.run([sys.executable, "-m", "benchmarks.matrix_games", *argv,
                                "--wandb-mode", "disabled"], capture_output=True, text=True,
                               timeout=120)
@@ -109,27 +111,34 @@ def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
     np.testing.assert_allclose(pg["eval_return_mean"], whole["eval_return_mean"], atol=1e-3)
     with pytest.raises(ValueError, match="not contiguous"):
         escape_room.main(escape_room.Args(merge=(parts[0], parts[0])))  # seeds 0-1 twice
-    # Runs whose agents learned by another rule (--pg-return) are not merged.
+    # Runs of another config (recipe, or a row such as --pg-return) are not merged.
+    assert pg["recipe"] == "paper" and pg["config"]["num_seeds"] == 3
     other = json.loads(open(parts[1]).read())
-    other["args"]["pg_return"] = "discounted_reward"
+    other["algorithms"]["pg"]["config"]["agent"]["return_mode"] = "discounted_reward"
     (tmp_path / "other.json").write_text(json.dumps(other))
-    with pytest.raises(ValueError, match="different rules"):
+    with pytest.raises(ValueError, match="pg runs have different configs"):
         escape_room.main(escape_room.Args(merge=(parts[0], str(tmp_path / "other.json"))))
     rule = escape_room.make_config(escape_room.Args(pg_return="discounted_reward"), "id")
     assert rule.agent.return_mode == "discounted_reward"
-    # Nor ID runs whose outer loss was weighted differently (--id-outer-weight).
     weighted = escape_room.make_config(escape_room.Args(id_outer_weight="td_error"), "id")
     assert weighted.mechanism.outer_weight == "td_error"
     assert escape_room.make_config(escape_room.Args(), "id").mechanism.outer_weight == "return"
-    as_id = []
+    # Files written before configs were in the JSON: the flags in their args decide.
+    legacy = []
     for index, (path, weight) in enumerate(zip(parts, ("return", "td_error"), strict=True)):
         payload = json.loads(open(path).read())
         payload["algorithms"] = {"id": payload["algorithms"]["pg"]}
+        del payload["algorithms"]["id"]["config"]
         payload["args"]["id_outer_weight"] = weight
-        as_id.append(tmp_path / f"id{index}.json")
-        as_id[-1].write_text(json.dumps(payload))
+        legacy.append(tmp_path / f"id{index}.json")
+        legacy[-1].write_text(json.dumps(payload))
     with pytest.raises(ValueError, match="weight their outer loss differently"):
-        escape_room.main(escape_room.Args(merge=tuple(map(str, as_id))))
+        escape_room.main(escape_room.Args(merge=tuple(map(str, legacy))))
+    # A row flag that no run of the command has is refused before compiling.
+    with pytest.raises(ValueError, match="--id-outer-weight does not apply to --alg pg"):
+        escape_room.main(escape_room.Args(id_outer_weight="per_step", **common))
+    with pytest.raises(ValueError, match="names a recipe twice"):
+        escape_room.main(escape_room.Args(recipe=("paper", "paper"), **common))
 
 
 @pytest.mark.heavy
@@ -238,6 +247,33 @@ def test_cleanup_benchmark_writes_curves_and_refuses_bad_input(tmp_path):
     assert cleanup_bench.make_config(remat, "iqflow").mechanism.remat_unroll
     assert not cleanup_bench.make_config(args, "iqflow").mechanism.remat_unroll
     assert cleanup_bench.make_config(remat, "shared") == cleanup_bench.make_config(args, "shared")
+
+
+@pytest.mark.timeout(400)
+def test_cleanup_shared_baselines_of_both_recipes_side_by_side(tmp_path):
+    """--alg shared --recipe paper authors: the decentralised agents (paper) and the
+    authors' centralised controller over the joint action (SPEC §6 row 9), each run's
+    recipe and config in the JSON, one plot."""
+    from benchmarks import cleanup as cleanup_bench
+
+    out = tmp_path / "c.json"
+    args = cleanup_bench.Args(alg="shared", recipe=("paper", "authors"), seeds=1, episodes=2,
+                              chunk_episodes=1, eval_period=1, agent_reset_period=0,
+                              out=str(out), plots=str(tmp_path / "plots"),
+                              wandb_mode="disabled", progress=False)
+    cleanup_bench.main(args)
+    runs = json.loads(out.read_text())["algorithms"]
+    assert sorted(runs) == ["shared@authors", "shared@paper"]
+    assert runs["shared@authors"]["recipe"] == "authors"
+    assert runs["shared@authors"]["config"]["env"] == "centralised:cleanup_7x7"
+    assert runs["shared@authors"]["config"]["agent"]["lr_actor"] == 6.73e-4
+    assert runs["shared@paper"]["config"]["env"] == "cleanup_7x7"
+    assert runs["shared@authors"]["incentive_mean_per_agent"] == [0.0]  # one controller
+    assert os.path.exists(tmp_path / "plots" / "cleanup_7x7_returns.png")
+    with pytest.raises(ValueError, match="--q-layout does not apply to --alg shared"):
+        cleanup_bench.main(dataclasses.replace(args, q_layout="shared_conv"))
+    assert cleanup_bench.algorithms(dataclasses.replace(args, alg="all")) == [
+        "iqflow", "id", "ac", "shared_decentralised", "shared_centralised"]
 
 
 def test_summary_of_a_run_stopped_before_its_first_evaluation():

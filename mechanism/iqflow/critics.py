@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.networks import JointNet
+from agents.networks import MLP, Conv3x3, JointNet
 from mechanism.replay import Transition
 
 
@@ -54,19 +55,67 @@ def at_action(q: jax.Array, action: jax.Array) -> jax.Array:
     return jnp.take_along_axis(q, action[..., None], axis=-1)[..., 0]
 
 
+class SharedConvHeads(nn.Module):
+    """Every agent's Q head over one conv (SPEC §6 row 12, the authors' Cleanup
+    critics): Conv(filters, 3x3, SAME) + ReLU over each agent's image with shared
+    weights, flattened and joined over agents; head i is an MLP (hidden -> out) over
+    concat(those features, the others' actions of head i). obs [B, N, H, W, C],
+    others [B, heads, N * A] -> [B, heads, out]."""
+
+    hidden: Sequence[int]
+    out: int
+    num_heads: int
+    conv_filters: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, others: jax.Array) -> jax.Array:
+        features = nn.relu(Conv3x3(self.conv_filters, name="Conv_0")(obs))
+        features = features.reshape(obs.shape[0], -1)
+        heads = [MLP(hidden=tuple(self.hidden), out=self.out, name=f"head_{i}")(
+            jnp.concatenate([features, others[:, i]], -1)) for i in range(self.num_heads)]
+        return jnp.stack(heads, axis=1)
+
+
+class ConstantValues(nn.Module):
+    """The authors' V_env and V_ind in their MLP environments (SPEC §6 row 2): the MLP
+    is applied to the fixed vector (hidden..., out) instead of the observations, so
+    it is one learned value per output whatever the state. obs [B, ...] -> [B, out]."""
+
+    hidden: Sequence[int]
+    out: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        fixed = jnp.asarray([*self.hidden, self.out], jnp.float32)
+        value = MLP(hidden=tuple(self.hidden), out=self.out, name="MLP_0")(fixed)
+        return jnp.broadcast_to(value, (obs.shape[0], self.out))
+
+
 class IQLCritic:
     """One family of critics (Q with per-agent heads, V) and its IQL update.
 
     `v_outputs` is N for per-agent values (V_env, V_ind) and 1 for the team value
-    V_coop, which every head of Q_coop bootstraps from.
+    V_coop, which every head of Q_coop bootstraps from. `q_layout="shared_conv"`:
+    the heads share one conv (`SharedConvHeads`); `values_ignore_obs`: V is
+    `ConstantValues` (both SPEC §6).
     """
 
     def __init__(self, hidden: Sequence[int], num_agents: int, num_actions: int,
                  obs_shape: tuple[int, ...], v_outputs: int,
                  optimizer: optax.GradientTransformation, expectile: float, gamma: float,
-                 polyak: float, conv_filters: int = 0):
-        self.q_net = JointNet(hidden=tuple(hidden), out=num_actions, conv_filters=conv_filters)
-        self.v_net = JointNet(hidden=tuple(hidden), out=v_outputs, conv_filters=conv_filters)
+                 polyak: float, conv_filters: int = 0, q_layout: str = "per_head",
+                 values_ignore_obs: bool = False):
+        self.shared_conv = q_layout == "shared_conv"
+        if self.shared_conv:
+            self.q_net = SharedConvHeads(hidden=tuple(hidden), out=num_actions,
+                                         num_heads=num_agents, conv_filters=conv_filters)
+        else:
+            self.q_net = JointNet(hidden=tuple(hidden), out=num_actions,
+                                  conv_filters=conv_filters)
+        if values_ignore_obs:
+            self.v_net = ConstantValues(hidden=tuple(hidden), out=v_outputs)
+        else:
+            self.v_net = JointNet(hidden=tuple(hidden), out=v_outputs, conv_filters=conv_filters)
         self.num_agents = num_agents
         self.num_actions = num_actions
         self.obs_shape = tuple(obs_shape)
@@ -79,14 +128,21 @@ class IQLCritic:
         q_key, v_key = jax.random.split(key)
         obs = jnp.zeros((1, self.num_agents, *self.obs_shape))
         actions = jnp.zeros((1, self.num_agents * self.num_actions))
-        q = jax.vmap(lambda k: self.q_net.init(k, obs, actions))(
-            jax.random.split(q_key, self.num_agents))
+        if self.shared_conv:
+            q = self.q_net.init(q_key, obs, others_actions(jnp.zeros((1, self.num_agents),
+                                                                     jnp.int32),
+                                                           self.num_actions))
+        else:
+            q = jax.vmap(lambda k: self.q_net.init(k, obs, actions))(
+                jax.random.split(q_key, self.num_agents))
         v = self.v_net.init(v_key, obs)
         return CriticState(q=q, q_target=q, v=v, q_opt=self.optimizer.init(q),
                            v_opt=self.optimizer.init(v))
 
     def q_values(self, q_params, obs: jax.Array, action: jax.Array) -> jax.Array:
         """Q_i(s, . | a_-i) for every agent: f32[B, N, A]; the heads share `obs`."""
+        if self.shared_conv:
+            return self.q_net.apply(q_params, obs, others_actions(action, self.num_actions))
         heads = jax.vmap(self.q_net.apply, in_axes=(0, None, 1), out_axes=1)
         return heads(q_params, obs, others_actions(action, self.num_actions))
 

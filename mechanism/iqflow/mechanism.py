@@ -56,12 +56,14 @@ class IQFlow:
         common = dict(hidden=config.critic_hidden, num_agents=num_agents,
                       num_actions=num_actions, obs_shape=self.obs_shape,
                       expectile=config.expectile, gamma=config.gamma, polyak=config.polyak,
-                      conv_filters=config.conv_filters)
+                      conv_filters=config.conv_filters, q_layout=config.q_layout)
         self.critic_coop = IQLCritic(v_outputs=1, optimizer=optax.adam(config.lr_coop), **common)
+        # SPEC §6 row 2 concerns V_env and V_ind only; V_coop always reads the state.
+        individual = dict(common, values_ignore_obs=config.values_ignore_obs)
         self.critic_env = IQLCritic(v_outputs=num_agents, optimizer=rmsprop(config.lr_env),
-                                    **common)
+                                    **individual)
         self.critic_ind = IQLCritic(v_outputs=num_agents, optimizer=rmsprop(config.lr_ind),
-                                    **common)
+                                    **individual)
 
     # --- incentives -------------------------------------------------------------------
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
