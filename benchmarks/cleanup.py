@@ -39,8 +39,10 @@ from jaxsim.runner import run
 from jaxsim.sweep import parse_sweep, split_result
 
 ALGORITHMS = ("iqflow", "id", "ac", "shared", "shared_decentralised", "shared_centralised")
-# --alg all: Fig. 7's four algorithms, with both shared-reward upper bounds.
-FIG7 = ("iqflow", "id", "ac", "shared_decentralised", "shared_centralised")
+# --alg all: Fig. 7's four algorithms, with both shared-reward upper bounds: the
+# recipe's as "shared" (as before recipes) and the other by its own name.
+FIG7 = ("iqflow", "id", "ac", "shared", "shared_decentralised", "shared_centralised")
+SHARED_OF = {"paper": "shared_decentralised", "authors": "shared_centralised"}
 # Fig. 8: IQ-Flow without its costs, without cost 1, and as specified.
 ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow": (None, None)}
 
@@ -75,7 +77,10 @@ class Args(RunArgs):
     update on the rebuilt episode (SPEC §4) or after it (the authors')"""
     id_critic_polyak: float | None = None
     """SPEC §6 row 8: ID's team critic bootstraps from a Polyak target moved by this
-    much per step (authors: 0.01). Default: the recipe's (paper: from itself)"""
+    much per step (authors: 0.01), or from itself with 0 (paper). Default: the recipe's"""
+    id_critic_conv_filters: int | None = None
+    """SPEC §6 row 8: the conv width of ID's team critic (authors: 12; paper: that of
+    the incentive net, 6). Default: the recipe's"""
     id_cost_episode: Literal["new", "rebuilt"] | None = None
     """SPEC §6 rows 5 and 8: ID's cost on the new episode or the rebuilt one"""
     ablation: bool = False
@@ -83,7 +88,7 @@ class Args(RunArgs):
     merge: tuple[str, ...] = ()
     """instead of training: JSON files of this benchmark (one map) whose algorithms
     are put side by side in one JSON and one plot (an algorithm in two files: the
-    later file's wins)"""
+    later file's wins, unless their recipes differ: then both, as ALG@RECIPE)"""
     remat_unroll: bool = False
     """IQ-Flow: recompute the K unrolled critic steps' activations in the backward pass
     (21 instead of 81 MB of temporaries per seed; on an H200 the same speed, and what
@@ -104,6 +109,8 @@ def rows(args: Args) -> dict:
             "mechanism.q_layout": (args.q_layout, "--q-layout"),
             "mechanism.inner_critic": (args.id_inner_critic, "--id-inner-critic"),
             "mechanism.critic_polyak": (args.id_critic_polyak, "--id-critic-polyak"),
+            "mechanism.critic_conv_filters": (args.id_critic_conv_filters,
+                                              "--id-critic-conv-filters"),
             "mechanism.cost_episode": (args.id_cost_episode, "--id-cost-episode")}
 
 
@@ -113,6 +120,9 @@ def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None =
                      matmul_precision=args.matmul_precision, episodes=args.episodes,
                      chunk_episodes=args.chunk_episodes)
     config, applied = with_rows(config, {k: v for k, (v, _) in rows(args).items()})
+    if args.id_critic_polyak == 0 and "mechanism.critic_polyak" in applied:
+        config = config.replace(mechanism=dataclasses.replace(config.mechanism,
+                                                              critic_polyak=None))
     if taken is not None:
         taken.update(applied)
     if alg == "pretrained" or (args.freeze_mechanism and alg in ("iqflow", "id")):
@@ -153,8 +163,16 @@ def algorithms(args: Args) -> list[str]:
     if args.ablation:
         return list(ABLATION)
     if args.alg == "pretrained":  # Fig. 10, against both shared-reward baselines
-        return ["pretrained", "shared_decentralised", "shared_centralised"]
+        return ["pretrained", "shared", "shared_decentralised", "shared_centralised"]
     return list(FIG7) if args.alg == "all" else [args.alg]
+
+
+def distinct_runs(names: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Drops the run that only repeats `shared` under another name: under each recipe
+    `shared` is one of the two named baselines."""
+    algs = {alg for _, alg, _ in names}
+    return [(name, alg, recipe) for name, alg, recipe in names
+            if not ("shared" in algs and alg == SHARED_OF.get(recipe))]
 
 
 def run_one(args: Args, name: str, alg: str, recipe: str = "paper") -> dict:
@@ -166,7 +184,8 @@ def run_one(args: Args, name: str, alg: str, recipe: str = "paper") -> dict:
                  sweep=parse_sweep(args.sweep, config),
                  mechanism_from=(args.mechanism_from if alg in ("pretrained", "iqflow", "id")
                                  else None))
-    return {name + suffix: figures(args, config, part) for suffix, part in split_result(result)}
+    return {name + suffix: figures(args, part.config, part)
+            for suffix, part in split_result(result)}
 
 
 def figures(args: Args, config, result) -> dict:
@@ -246,11 +265,18 @@ def plot(args: Args, results: dict) -> None:
 def merge_files(args: Args) -> dict:
     results: dict = {}
     maps = set()
+    runs = []
     for path in args.merge:
         with open(path) as f:
             payload = json.load(f)
         maps.add(payload["args"]["map"])
-        results.update(payload["algorithms"])
+        runs += list(payload["algorithms"].items())
+    recipes: dict = {}  # files from before recipes existed hold paper runs
+    for name, r in runs:
+        recipes.setdefault(name, set()).add(r.get("recipe", "paper"))
+    for name, r in runs:  # one name of several recipes: each becomes NAME@RECIPE
+        several = len(recipes[name]) > 1 and "@" not in name
+        results[f"{name}@{r.get('recipe', 'paper')}" if several else name] = r
     if len(maps) != 1:
         raise ValueError(f"these files hold different maps: {sorted(maps)}")
     return {"args": {**dataclasses.asdict(args), "map": maps.pop()}, "algorithms": results}
@@ -267,7 +293,7 @@ def main(args: Args) -> dict:
         print_learning_table(f"Cleanup {args.map}", payload["algorithms"], args.threshold)
         return payload
     args = join_job(args)  # several hosts: before any device is touched
-    names = run_names(args, algorithms(args))
+    names = distinct_runs(run_names(args, algorithms(args)))
     taken: set = set()
     for _, alg, recipe in names:  # every config and sweep point, before anything compiles
         validate(make_config(args, alg, recipe, taken))

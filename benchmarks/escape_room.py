@@ -100,7 +100,7 @@ def run_one(args: Args, name: str, alg: str, recipe: str, threshold: float) -> d
     result = run(config, wandb_name=f"er-{args.n}-{args.m}-{name}",
                  wandb_group=f"er-{args.n}-{args.m}", **run_options(args, name),
                  sweep=parse_sweep(args.sweep, config))
-    return {name + suffix: figures(args, config, part, threshold)
+    return {name + suffix: figures(args, part.config, part, threshold)
             for suffix, part in split_result(result)}
 
 
@@ -216,6 +216,11 @@ def merge_files(args: Args) -> dict:
                          f"{sorted(weights)}")
     algs = list(dict.fromkeys(a for p in payloads for a in p["algorithms"]))
     for alg in algs:  # runs of one name must be one config but for their seeds
+        recipes = {p["algorithms"][alg].get("recipe", "paper") for p in payloads
+                   if alg in p["algorithms"]}  # files from before recipes hold paper runs
+        if len(recipes) > 1:
+            raise ValueError(f"these files' {alg} runs are of different recipes: "
+                             f"{sorted(recipes)}")
         configs = {json.dumps(_without_seeds(p["algorithms"][alg]["config"]), sort_keys=True)
                    for p in payloads if "config" in p["algorithms"].get(alg, {})}
         if len(configs) > 1:

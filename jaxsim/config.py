@@ -337,6 +337,15 @@ def _validate_mechanism(config: TrainConfig, env) -> None:
         _require(mech.init == "orthogonal" or not mech.conv_filters,
                  "mechanism.init 'glorot' is the ID authors' MLP head; conv heads are "
                  "orthogonal: use 'orthogonal'")
+        _require(mech.init == "orthogonal" or mech.output_scale == IDConfig.output_scale,
+                 "mechanism.output_scale scales an orthogonal last layer; with init "
+                 "'glorot' it would do nothing: leave it at its default")
+        _require(mech.outer_weight == "td_error" or (mech.critic_polyak is None and
+                                                     mech.critic_conv_filters is None),
+                 "mechanism.critic_polyak and critic_conv_filters shape the team critic of "
+                 "outer_weight 'td_error'; this config has none")
+        _require(mech.critic_conv_filters is None or mech.conv_filters > 0,
+                 "mechanism.critic_conv_filters needs image observations (conv_filters > 0)")
         return
     _require(isinstance(mech, IQFlowConfig),
              f"unknown mechanism config {type(mech).__name__}; valid: "
@@ -512,7 +521,8 @@ def cleanup(map_size: str = "7x7", alg: str = "ac", recipe: str = "paper",
     conv (row 12); ID's agents have the independent-AC settings and are never reset,
     its team critic has a 12-filter conv and a Polyak target, its rebuilt actor step
     uses the updated critic and its cost charges the rebuilt episode (row 8); the
-    independent-AC baseline is never reset (the authors' baseline trainer, as row 9)."""
+    independent-AC baseline is never reset (the authors' baseline trainer,
+    trainer/train_ac_ssd.py, which also runs row 9's controller, has no resets)."""
     if map_size not in CLEANUP_MAPS:
         raise ValueError(f"unknown Cleanup map {map_size!r}; valid: {list(CLEANUP_MAPS)}")
     if alg not in CLEANUP_ALGORITHMS:

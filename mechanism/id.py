@@ -43,7 +43,15 @@ class IDState:
     has_prev: jax.Array
     critic: dict | None = None
     critic_opt: optax.OptState | None = None
-    critic_target: dict | None = None  # with critic_polyak only
+
+
+@struct.dataclass
+class IDStateWithTarget(IDState):
+    """IDState and the team critic's Polyak target (critic_polyak set, SPEC §6 row 8).
+    A type of its own, so that the states of the other recipes keep the fields (and
+    checkpoints) they had before."""
+
+    critic_target: dict | None = None
 
 
 class IncentiveDesigner:
@@ -103,12 +111,10 @@ class IncentiveDesigner:
                                 joint_action_one_hot(example_action, self.num_actions))
         agent_keys = jax.random.split(agent_key, self.num_agents)
         agents = jax.eval_shape(jax.vmap(self.agent.init), agent_keys)  # shapes only
-        critic = critic_opt = critic_target = None
+        critic = critic_opt = None
         if self.uses_critic:
             critic = self.critic_net.init(jax.random.fold_in(key, 1), example_obs)
             critic_opt = self.critic_optimizer.init(critic)
-            if self.config.critic_polyak is not None:
-                critic_target = critic
         steps, n = self.env.max_steps, self.num_agents
         empty = Trajectory(
             obs=jnp.zeros((steps, n, *self.obs_shape)), action=jnp.zeros((steps, n), jnp.int32),
@@ -116,11 +122,16 @@ class IncentiveDesigner:
             next_obs=jnp.zeros((steps, n, *self.obs_shape)), done=jnp.zeros((steps,)),
             mask=jnp.zeros((steps,)),
         )
-        return IDState(eta=eta, meta_opt=self.meta_optimizer.init(eta),
-                       cost_opt=self.cost_optimizer.init(eta), prev_traj=empty,
-                       prev_agents=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), agents),
-                       has_prev=jnp.asarray(False), critic=critic, critic_opt=critic_opt,
-                       critic_target=critic_target)
+        fields = {}
+        state_type = IDState
+        if self.uses_critic and self.config.critic_polyak is not None:
+            state_type, fields = IDStateWithTarget, {"critic_target": critic}
+        return state_type(eta=eta, meta_opt=self.meta_optimizer.init(eta),
+                          cost_opt=self.cost_optimizer.init(eta), prev_traj=empty,
+                          prev_agents=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                   agents),
+                          has_prev=jnp.asarray(False), critic=critic, critic_opt=critic_opt,
+                          **fields)
 
     def relearned_params(self, eta, prev_agents, prev: Trajectory, agent_state=None):
         """Each agent's SGD step on episode k with reward r_env + r_inc(eta), from the

@@ -1,10 +1,11 @@
 """Fingerprints of the `paper` recipe, for the test that it stays bit for bit what it
 was before recipes existed (`tests/data/paper_recipe.json`, written by
-`python -m tests.golden` at commit e226a82, before any SPEC §6 row was built).
+`python -m tests.golden` with the code of commit e226a82, before any SPEC §6 row was
+built).
 
 A fingerprint is every preset's config (as checkpoints and W&B store it) and, for a
 few tiny runs of every environment family and algorithm, each seed's evaluated returns
-and a float64 sum of each part of the final train state."""
+and two float64 sums of every learned array of the final train state."""
 
 from __future__ import annotations
 
@@ -62,12 +63,26 @@ def tiny_runs() -> dict:
     }
 
 
+SKIPPED = (".buffer", ".prev_traj")  # stored data, not learned: its size drowns the rest
+
+
 def fingerprint(config) -> dict:
+    """Each seed's evaluated returns and, per float leaf of the final agents' and
+    mechanism's states (replay and stored episodes left out), its float64 sum and sum
+    of magnitudes over seeds."""
     state, _, evals = jax.jit(jax.vmap(make_train(config)))(seed_keys(config))
-    sums = {name: float(sum(np.asarray(leaf, np.float64).sum() for leaf in jax.tree.leaves(part)
-                            if np.issubdtype(np.asarray(leaf).dtype, np.floating)))
-            for name, part in (("agents", state.agents), ("mechanism", state.mechanism))}
-    return {"eval_return": np.asarray(evals["eval/return"], np.float64).tolist(), **sums}
+    leaves = {}
+    for prefix, part in (("agents", state.agents), ("mechanism", state.mechanism)):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(part)[0]:
+            name = prefix + jax.tree_util.keystr(path)
+            leaf = np.asarray(leaf)
+            if any(skip in name for skip in SKIPPED) or not np.issubdtype(leaf.dtype,
+                                                                          np.floating):
+                continue
+            leaf = leaf.astype(np.float64)
+            leaves[name] = [float(leaf.sum()), float(np.abs(leaf).sum())]
+    return {"eval_return": np.asarray(evals["eval/return"], np.float64).tolist(),
+            "leaves": leaves}
 
 
 def preset_json(config) -> dict:
