@@ -30,11 +30,11 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, check_rows_apply, incentive_sums, join_job, per_action,
+from benchmarks.common import (RunArgs, check_runs, incentive_sums, join_job, per_action,
                                plot_return_curves, print_learning_table, run_figures, run_names,
                                run_options, with_rows, write_json)
 from envs_jax.cleanup import ACTION_NAMES
-from jaxsim.config import cleanup, validate
+from jaxsim.config import cleanup
 from jaxsim.runner import run
 from jaxsim.sweep import parse_sweep, split_result
 
@@ -294,12 +294,7 @@ def main(args: Args) -> dict:
         return payload
     args = join_job(args)  # several hosts: before any device is touched
     names = distinct_runs(run_names(args, algorithms(args)))
-    taken: set = set()
-    for _, alg, recipe in names:  # every config and sweep point, before anything compiles
-        validate(make_config(args, alg, recipe, taken))
-        parse_sweep(args.sweep, make_config(args, alg, recipe))
-    check_rows_apply({k: flag for k, (v, flag) in rows(args).items() if v is not None},
-                     taken, f"--alg {args.alg} on Cleanup")
+    check_runs(args, names, make_config, rows(args), f"--alg {args.alg} on Cleanup")
     results: dict = {}
     for name, alg, recipe in names:
         ran = run_one(args, name, alg, recipe)

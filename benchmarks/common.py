@@ -115,11 +115,20 @@ def with_rows(config, rows: dict[str, Any]):
     return config, taken
 
 
-def check_rows_apply(rows: dict[str, str], taken: set[str], experiment: str) -> None:
-    """Refuses, before anything compiles, a row flag (rows: {dotted field: flag}) given
-    for a command none of whose runs has that field."""
-    for path, flag in rows.items():
-        if path not in taken:
+def check_runs(args: RunArgs, names, make_config, rows: dict, experiment: str) -> None:
+    """Before anything compiles: every run's config (`make_config(args, alg, recipe,
+    taken)`) and sweep point is validated, and a row flag given (rows: {dotted field:
+    (value, flag)}) that no run of the command has is refused."""
+    from jaxsim.config import validate
+    from jaxsim.sweep import parse_sweep
+
+    taken: set = set()
+    for _, alg, recipe in names:
+        config = make_config(args, alg, recipe, taken)
+        validate(config)
+        parse_sweep(args.sweep, config)
+    for path, (value, flag) in rows.items():
+        if value is not None and path not in taken:
             raise ValueError(f"{flag} does not apply to {experiment}: no run of this "
                              f"command has {path}")
 

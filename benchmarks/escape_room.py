@@ -21,11 +21,11 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, check_rows_apply, incentive_sums, join_job, per_action,
+from benchmarks.common import (RunArgs, check_runs, incentive_sums, join_job, per_action,
                                plot_return_curves, print_learning_table, run_figures, run_names,
                                run_options, summarise, with_rows, write_json)
 from envs_jax.escape_room import EscapeRoom
-from jaxsim.config import escape_room, validate
+from jaxsim.config import escape_room
 from jaxsim.runner import run
 from jaxsim.sweep import parse_sweep, split_result
 
@@ -243,12 +243,7 @@ def main(args: Args) -> dict:
         args = join_job(args)  # several hosts: before any device is touched
         algs = list(ALGORITHMS) if args.alg == "all" else [args.alg]
         names = run_names(args, algs)
-        taken: set = set()
-        for _, alg, recipe in names:  # every config and sweep point, before anything compiles
-            validate(make_config(args, alg, recipe, taken))
-            parse_sweep(args.sweep, make_config(args, alg, recipe))
-        check_rows_apply({k: flag for k, (v, flag) in rows(args).items() if v is not None},
-                         taken, f"--alg {args.alg} on Escape Room")
+        check_runs(args, names, make_config, rows(args), f"--alg {args.alg} on Escape Room")
         optimum = EscapeRoom(args.n, args.m).optimal_return
         results: dict = {}
         for name, alg, recipe in names:

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import (RunArgs, check_rows_apply, join_job, mean_ci95, run_names,
+from benchmarks.common import (RunArgs, check_runs, join_job, mean_ci95, run_names,
                                run_options, with_rows, write_json)
 from jaxsim.checkpoint import config_json
 from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
-from jaxsim.config import MATRIX_GAMES, matrix_game, validate
+from jaxsim.config import MATRIX_GAMES, matrix_game
 from jaxsim.runner import run
 from mechanism.iqflow import IQFlow
 
@@ -308,12 +308,9 @@ def main(args: Args) -> dict:
                          "here (--checkpoint-dir still saves the runs)")
     args = join_job(args)  # several hosts: before any device is touched
     names = run_names(args, list(algs))
-    taken: set = set()
     for game in games:  # every config is checked before anything compiles
-        for _, alg, recipe in names:
-            validate(make_config(args, game, alg, recipe, taken))
-    check_rows_apply({k: flag for k, (v, flag) in rows(args).items() if v is not None},
-                     taken, f"--alg {args.alg} on the matrix games")
+        check_runs(args, names, lambda a, alg, recipe, taken, game=game: make_config(
+            a, game, alg, recipe, taken), rows(args), f"--alg {args.alg} on the matrix games")
     results: dict = {"args": dataclasses.asdict(args), "games": {}}
     try:
         for game in games:

@@ -15,9 +15,9 @@ import pytest
 
 import envs_jax
 from agents.networks import MLP, Conv3x3
-from jaxsim.checkpoint import CheckpointError, config_json
-from jaxsim.config import (ACConfig, IDConfig, IQFlowConfig, NoMechanismConfig, PGConfig,
-                           TrainConfig, cleanup, escape_room, matrix_game, validate)
+from jaxsim.checkpoint import CheckpointError
+from jaxsim.config import (ACConfig, NoMechanismConfig, TrainConfig, cleanup, escape_room,
+                           matrix_game, validate)
 from jaxsim.runner import run
 from jaxsim.train import Experiment
 from jaxsim.types import Trajectory, agent_view
