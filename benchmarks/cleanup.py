@@ -38,10 +38,9 @@ from jaxsim.config import cleanup
 from jaxsim.runner import run
 from jaxsim.sweep import parse_sweep, split_result
 
+# Also --alg all (Fig. 7): the four algorithms with both shared-reward upper bounds, the
+# recipe's as "shared" (as before recipes) and the other by its own name (distinct_runs).
 ALGORITHMS = ("iqflow", "id", "ac", "shared", "shared_decentralised", "shared_centralised")
-# --alg all: Fig. 7's four algorithms, with both shared-reward upper bounds: the
-# recipe's as "shared" (as before recipes) and the other by its own name.
-FIG7 = ("iqflow", "id", "ac", "shared", "shared_decentralised", "shared_centralised")
 SHARED_OF = {"paper": "shared_decentralised", "authors": "shared_centralised"}
 # Fig. 8: IQ-Flow without its costs, without cost 1, and as specified.
 ABLATION = {"iqflow_no_costs": (0.0, 0.0), "iqflow_no_c1": (0.0, None), "iqflow": (None, None)}
@@ -119,12 +118,10 @@ def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None =
                      num_seeds=args.seeds, seed=args.seed, first_seed=args.first_seed,
                      matmul_precision=args.matmul_precision, episodes=args.episodes,
                      chunk_episodes=args.chunk_episodes)
-    config, applied = with_rows(config, {k: v for k, (v, _) in rows(args).items()})
+    config, applied = with_rows(config, rows(args), taken)
     if args.id_critic_polyak == 0 and "mechanism.critic_polyak" in applied:
         config = config.replace(mechanism=dataclasses.replace(config.mechanism,
                                                               critic_polyak=None))
-    if taken is not None:
-        taken.update(applied)
     if alg == "pretrained" or (args.freeze_mechanism and alg in ("iqflow", "id")):
         config = config.replace(freeze_mechanism=True)
         mech = config.mechanism  # frozen: no updates, so no replay beyond the minimum
@@ -164,7 +161,7 @@ def algorithms(args: Args) -> list[str]:
         return list(ABLATION)
     if args.alg == "pretrained":  # Fig. 10, against both shared-reward baselines
         return ["pretrained", "shared", "shared_decentralised", "shared_centralised"]
-    return list(FIG7) if args.alg == "all" else [args.alg]
+    return list(ALGORITHMS) if args.alg == "all" else [args.alg]
 
 
 def distinct_runs(names: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:

@@ -95,12 +95,13 @@ def run_names(args: RunArgs, algs: list[str]) -> list[tuple[str, str, str]]:
             for recipe in args.recipe for alg in algs]
 
 
-def with_rows(config, rows: dict[str, Any]):
+def with_rows(config, rows: dict[str, tuple[Any, str]], taken: set | None = None):
     """`config` with each row that one of its parts has set: rows maps dotted fields
-    ("agent.return_mode", "mechanism.q_layout", or a TrainConfig field) to a value, or
-    None to keep the recipe's. Returns (config, the rows it took)."""
-    taken = set()
-    for path, value in rows.items():
+    ("agent.return_mode", "mechanism.q_layout", or a TrainConfig field) to (value, flag),
+    value None keeping the recipe's. Returns (config, the rows it took); those rows are
+    also added to `taken` where given (see check_runs)."""
+    taken = set() if taken is None else taken
+    for path, (value, _) in rows.items():
         if value is None:
             continue
         part, _, name = path.rpartition(".")

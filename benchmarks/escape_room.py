@@ -88,9 +88,7 @@ def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None =
     config = escape_room(args.n, args.m, ALGORITHMS[alg], recipe=recipe, num_seeds=args.seeds,
                          seed=args.seed, first_seed=args.first_seed,
                          matmul_precision=args.matmul_precision)
-    config, applied = with_rows(config, {k: v for k, (v, _) in rows(args).items()})
-    if taken is not None:
-        taken.update(applied)
+    config, _ = with_rows(config, rows(args), taken)
     return config
 
 

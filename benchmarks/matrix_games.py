@@ -175,9 +175,7 @@ def make_config(args: Args, game: str, alg: str, recipe: str = "paper",
         chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
         env_params={"episode_length": args.episode_length},
     )
-    config, applied = with_rows(config, {k: v for k, (v, _) in rows(args).items()})
-    if taken is not None:
-        taken.update(applied)
+    config, _ = with_rows(config, rows(args), taken)
     return config
 
 

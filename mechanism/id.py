@@ -182,13 +182,13 @@ class IncentiveDesigner:
 
     def update_critic(self, state: IDState, traj: Trajectory):
         """One TD(0) step of the centralised critic on the team reward (masked MSE)."""
-        polyak = self.config.critic_polyak
-        bootstrap = state.critic if polyak is None else state.critic_target
+        polyak = self.config.critic_polyak  # None: the critic bootstraps from itself
 
         def loss(critic):
+            bootstrap = critic if polyak is None else state.critic_target
             target = jax.lax.stop_gradient(
                 traj.reward.sum(-1) + self.config.gamma * (1 - traj.done)
-                * self.team_values(critic if polyak is None else bootstrap, traj.next_obs))
+                * self.team_values(bootstrap, traj.next_obs))
             error = traj.mask * (self.team_values(critic, traj.obs) - target)
             return jnp.sum(error**2) / jnp.maximum(traj.mask.sum(), 1.0)
 
