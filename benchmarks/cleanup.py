@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks.common import (RunArgs, check_runs, incentive_sums, join_job, per_action,
                                plot_return_curves, print_learning_table, run_figures, run_names,
-                               run_options, with_rows, write_json)
+                               run_options, with_incentive_options, with_rows, write_json)
 from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup
 from jaxsim.runner import run
@@ -118,6 +118,7 @@ def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None =
                      num_seeds=args.seeds, seed=args.seed, first_seed=args.first_seed,
                      matmul_precision=args.matmul_precision, episodes=args.episodes,
                      chunk_episodes=args.chunk_episodes)
+    config = with_incentive_options(config, args, taken)
     config, applied = with_rows(config, rows(args), taken)
     if args.id_critic_polyak == 0 and "mechanism.critic_polyak" in applied:
         config = config.replace(mechanism=dataclasses.replace(config.mechanism,

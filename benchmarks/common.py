@@ -61,6 +61,30 @@ class RunArgs:
     """multi-host: how many processes (or JAX_NUM_PROCESSES; 0: JAX detects the cluster)"""
     process_id: int | None = None
     """multi-host: this process's index (or JAX_PROCESS_ID)"""
+    variant: Literal["none", "robust"] = "none"
+    """beyond the paper (issue 16, README "Variants"): robust, IQ-Flow with the remedies
+    measured to keep its incentives alive (the other algorithms unchanged); none, the
+    recipe as it is. The incentive flags below override single parts of it"""
+    incentive_activation: Literal["sigmoid", "abs_tanh"] | None = None
+    """IQ-Flow's r_inc = 2 sigmoid(z) (SPEC §3) or 2 |tanh(z)| (SPEC §6 row 13)"""
+    incentive_output_scale: float | None = None
+    """orthogonal scale of IQ-Flow's incentive-net last layer (SPEC: sqrt 2; row 13:
+    sqrt(2)/1000)"""
+    logit_bound: float | None = None
+    """bound b on IQ-Flow's incentive pre-activation z (0: none)"""
+    logit_bound_mode: Literal["penalty", "clip"] | None = None
+    """penalty: step B's loss + logit_penalty * mean max(|z| - b, 0)^2; clip: r_inc of
+    clip(z, -b, b), the gradient passed straight through"""
+    logit_penalty: float | None = None
+    incentive_optimizer: Literal["rmsprop", "adam"] | None = None
+    """IQ-Flow step B's optimiser (SPEC §3: rmsprop)"""
+    incentive_eps: float | None = None
+    """its eps (default: the critics' RMSprop eps, 1e-8)"""
+    incentive_input: Literal["joint_action", "own_action"] | None = None
+    """what of the joint action agent i's IQ-Flow incentive reads: every agent's (SPEC
+    §3) or its own"""
+    diagnostics: bool | None = None
+    """IQ-Flow's per-chunk diagnostics and saturation warnings (default on)"""
 
 
 def join_job(args: RunArgs) -> RunArgs:
@@ -116,22 +140,49 @@ def with_rows(config, rows: dict[str, tuple[Any, str]], taken: set | None = None
     return config, taken
 
 
+def incentive_rows(args: RunArgs) -> dict[str, tuple[Any, str]]:
+    """The incentive flags every learning benchmark shares, as `with_rows` rows."""
+    return {f"mechanism.{name}": (getattr(args, name), "--" + name.replace("_", "-"))
+            for name in ("incentive_activation", "incentive_output_scale", "logit_bound",
+                         "logit_bound_mode", "logit_penalty", "incentive_optimizer",
+                         "incentive_eps", "incentive_input", "diagnostics")}
+
+
+def with_incentive_options(config, args: RunArgs, taken: set | None = None):
+    """`config` under `--variant` (IQ-Flow's parts only; the label says so), then with
+    the incentive flags that its mechanism has; `--logit-bound 0` removes the bound."""
+    from jaxsim.config import with_variant
+
+    config = with_variant(config, args.variant)
+    config, applied = with_rows(config, incentive_rows(args), taken)
+    if args.logit_bound == 0 and "mechanism.logit_bound" in applied:
+        config = config.replace(mechanism=dataclasses.replace(config.mechanism,
+                                                              logit_bound=None))
+    return config
+
+
 def check_runs(args: RunArgs, names, make_config, rows: dict, experiment: str) -> None:
     """Before anything compiles: every run's config (`make_config(args, alg, recipe,
     taken)`) and sweep point is validated, and a row flag given (rows: {dotted field:
-    (value, flag)}) that no run of the command has is refused."""
+    (value, flag)}, the incentive flags added here) or a --variant that no run of the
+    command has is refused."""
     from jaxsim.config import validate
     from jaxsim.sweep import parse_sweep
 
     taken: set = set()
+    variants = set()
     for _, alg, recipe in names:
         config = make_config(args, alg, recipe, taken)
         validate(config)
         parse_sweep(args.sweep, config)
-    for path, (value, flag) in rows.items():
+        variants.add(config.variant)
+    for path, (value, flag) in {**rows, **incentive_rows(args)}.items():
         if value is not None and path not in taken:
             raise ValueError(f"{flag} does not apply to {experiment}: no run of this "
                              f"command has {path}")
+    if args.variant != "none" and args.variant not in variants:
+        raise ValueError(f"--variant {args.variant} changes IQ-Flow only; no run of "
+                         f"{experiment} is IQ-Flow")
 
 
 def run_options(args: RunArgs, name: str) -> dict[str, Any]:
@@ -216,6 +267,7 @@ def run_figures(args: RunArgs, config, result, threshold: float | None) -> dict:
 
     return {
         "recipe": config.recipe,
+        "variant": config.variant,
         "config": config_json(config),  # every row's value, as the checkpoint stores it
         "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
         "episodes_planned": config.episodes,
@@ -227,6 +279,7 @@ def run_figures(args: RunArgs, config, result, threshold: float | None) -> dict:
         "env_steps_per_s": result.timing["env_steps_per_s"],
         "compile_s": result.timing["compile_s"],
         "wandb_dir": result.wandb_dir,
+        "alarms": result.alarms,  # IQ-Flow's saturation warnings (issue 16)
     }
 
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from benchmarks.common import (RunArgs, check_runs, incentive_sums, join_job, per_action,
                                plot_return_curves, print_learning_table, run_figures, run_names,
-                               run_options, summarise, with_rows, write_json)
+                               run_options, summarise, with_incentive_options, with_rows,
+                               write_json)
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room
 from jaxsim.runner import run
@@ -88,6 +89,7 @@ def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None =
     config = escape_room(args.n, args.m, ALGORITHMS[alg], recipe=recipe, num_seeds=args.seeds,
                          seed=args.seed, first_seed=args.first_seed,
                          matmul_precision=args.matmul_precision)
+    config = with_incentive_options(config, args, taken)
     config, _ = with_rows(config, rows(args), taken)
     return config
 

@@ -5,9 +5,11 @@
 Rebuilds the run's config from the checkpoint itself, restores every seed's state and,
 on transitions drawn from each seed's replay buffer (its last `--recent-episodes`
 episodes), reports per seed and agent: the incentive net's mean pre-sigmoid output
-(`logit`), overall and at each action the agent took; the sigmoid's mean slope there
-(r_inc = incentive_max sigmoid(logit): where the slope is ~0 the meta-gradient cannot
-move that output); and step B on one fresh 64 + 64 draw, as training draws it: the
+(`logit`), overall and at each action the agent took; the activation's mean slope there
+(`sigmoid_slope`: |d r_inc / d logit| / incentive_max, for the paper's head
+r_inc = incentive_max sigmoid(logit) the sigmoid's own slope; where it is ~0 the
+meta-gradient cannot move that output); and step B on one fresh 64 + 64 draw, as
+training draws it: the
 meta-loss, the fraction of validation rows in a dilemma and the norm of d loss / d eta.
 A seed whose mechanism "pays nothing" shows logits far below 0, a slope near 0 and a
 meta-gradient orders of magnitude smaller than the others', with a dilemma still there.
@@ -62,8 +64,8 @@ def probe_fn(experiment: Experiment, rows: int, recent_rows: int):
         data = mech.transitions(buffer, (buffer.cursor - 1 - back) % buffer.capacity)
         logits = mech.eta_net.apply(state.eta, data.obs,
                                     joint_action_one_hot(data.action, num_actions))  # [R, N]
-        paid = jax.nn.sigmoid(logits)
-        slope = paid * (1 - paid)
+        # |d r_inc / d z| / incentive_max: sigmoid(z)(1 - sigmoid(z)) for the paper's head
+        slope = mech.slope(logits)[0] / mech.config.incentive_max
         taken = jax.nn.one_hot(data.action, num_actions)  # [R, N, A]
         count = taken.sum(0)
         by_action = (logits[..., None] * taken).sum(0) / jnp.maximum(count, 1)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import (RunArgs, check_runs, join_job, mean_ci95, run_names,
-                               run_options, with_rows, write_json)
+                               run_options, with_incentive_options, with_rows, write_json)
 from jaxsim.checkpoint import config_json
 from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
 from jaxsim.config import MATRIX_GAMES, matrix_game
@@ -124,7 +124,9 @@ def run_one(args: Args, game: str, alg: str, recipe: str = "paper", name: str | 
     last = result.episodes > 0.9 * args.episodes
     summary = {
         "recipe": recipe,
+        "variant": config.variant,
         "config": config_json(config),
+        "alarms": result.alarms,  # IQ-Flow's saturation warnings (issue 16)
         "episodes": args.episodes,
         "seeds": args.seeds,
         "coop_rate": mean_ci95(coop[last].mean(0)),
@@ -175,6 +177,7 @@ def make_config(args: Args, game: str, alg: str, recipe: str = "paper",
         chunk_episodes=args.chunk_episodes, eval_period=args.eval_period,
         env_params={"episode_length": args.episode_length},
     )
+    config = with_incentive_options(config, args, taken)
     config, _ = with_rows(config, rows(args), taken)
     return config
 

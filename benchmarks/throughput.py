@@ -42,12 +42,19 @@ class Args:
     progress: bool = False
     min_seconds: float = 1.0
     """Cleanup: repeat the timed call until this long has passed"""
+    diagnostics: Literal["on", "off", "both"] = "on"
+    """IQ-Flow's per-chunk diagnostics (issue 16); both: each seed count with and
+    without them, and the ratio (the price of watching)"""
 
 
-def make_config(args: Args, seeds: int):
+def make_config(args: Args, seeds: int, diagnostics: bool = True):
     assert args.env in MATRIX_GAMES
-    return matrix_game(args.env, args.alg, episodes=args.episodes, num_seeds=seeds,
-                       chunk_episodes=args.chunk_episodes, eval_period=args.episodes)
+    config = matrix_game(args.env, args.alg, episodes=args.episodes, num_seeds=seeds,
+                         chunk_episodes=args.chunk_episodes, eval_period=args.episodes)
+    if args.alg == "iqflow":
+        config = config.replace(mechanism=dataclasses.replace(config.mechanism,
+                                                              diagnostics=diagnostics))
+    return config
 
 
 def random_play(env, num_envs: int, episodes: int):
@@ -109,7 +116,10 @@ def env_main(args: Args) -> dict:
 def main(args: Args) -> dict:
     if args.env.startswith("cleanup"):
         return env_main(args)
-    configs = [make_config(args, n) for n in args.seeds]
+    if args.diagnostics != "on" and args.alg != "iqflow":
+        raise ValueError("--diagnostics concerns IQ-Flow's diagnostics: use --alg iqflow")
+    watch = {"on": (True,), "off": (False,), "both": (True, False)}[args.diagnostics]
+    configs = [make_config(args, n, d) for n in args.seeds for d in watch]
     for config in configs:
         validate(config)
     rows = []
@@ -117,20 +127,29 @@ def main(args: Args) -> dict:
         result = run(config, wandb_mode=args.wandb_mode, wandb_dir=args.wandb_dir,
                      wandb_name=f"throughput-{args.env}-{args.alg}-{config.num_seeds}",
                      progress=args.progress)
-        rows.append({"seeds": config.num_seeds, **{k: result.timing[k] for k in (
-            "episodes_per_s", "env_steps_per_s", "compile_s", "train_s", "devices")}})
+        diagnostics = getattr(config.mechanism, "diagnostics", None)
+        rows.append({"seeds": config.num_seeds, "diagnostics": diagnostics,
+                     **{k: result.timing[k] for k in ("episodes_per_s", "env_steps_per_s",
+                                                      "compile_s", "train_s", "devices")}})
     base = rows[0]["episodes_per_s"]
     for row in rows:
         row["ratio_to_first"] = row["episodes_per_s"] / base
         row["ms_per_seed_episode"] = 1000.0 / row["episodes_per_s"]
+    if args.diagnostics == "both":  # with / without, at each seed count
+        for watched, bare in zip(rows[::2], rows[1::2], strict=True):
+            watched["speed_vs_without_diagnostics"] = (watched["episodes_per_s"]
+                                                       / bare["episodes_per_s"])
     payload = {"args": dataclasses.asdict(args), **machine_info(), "rows": rows}
     write_json(args.out, payload)
     print(f"\n{args.env} {args.alg} on {payload['device']} ({payload['cpu_count']} cpus)")
-    print("seeds  seed-episodes/s  env-steps/s  ms/seed-episode  compile_s  ratio")
+    print("seeds  diagnostics  seed-episodes/s  env-steps/s  ms/seed-episode  compile_s  ratio"
+          "  vs without diagnostics")
     for row in rows:
-        print(f"{row['seeds']:>5}  {row['episodes_per_s']:15.1f}  {row['env_steps_per_s']:11.1f}"
-              f"  {row['ms_per_seed_episode']:15.3f}  {row['compile_s']:9.1f}"
-              f"  {row['ratio_to_first']:5.2f}")
+        versus = row.get("speed_vs_without_diagnostics")
+        print(f"{row['seeds']:>5}  {str(row['diagnostics']):>11}  {row['episodes_per_s']:15.1f}"
+              f"  {row['env_steps_per_s']:11.1f}  {row['ms_per_seed_episode']:15.3f}"
+              f"  {row['compile_s']:9.1f}  {row['ratio_to_first']:5.2f}"
+              f"  {'-' if versus is None else format(versus, '.3f'):>22}")
     return payload
 
 

@@ -247,12 +247,48 @@ class Checkpointer:
         return restored["state"], history, meta
 
 
+# The mechanism fields that turn an incentive network's parameters into rewards: a
+# network loaded into a run must be read by the same function it learned under.
+INCENTIVE_FUNCTION_FIELDS = ("incentive_max", "incentive_activation", "logit_bound",
+                             "logit_bound_mode", "incentive_input", "activation",
+                             "output_type", "designer_input")
+
+
+def incentive_function_differences(saved: TrainConfig, current: TrainConfig) -> list[str]:
+    """The INCENTIVE_FUNCTION_FIELDS on which two configs' mechanisms differ (a field
+    added since the checkpoint counts as its default)."""
+    if type(saved.mechanism) is not type(current.mechanism):
+        return [f"mechanism: checkpoint {type(saved.mechanism).__name__} vs now "
+                f"{type(current.mechanism).__name__}"]
+    fields = {f.name for f in dataclasses.fields(current.mechanism)}
+    out = []
+    for name in INCENTIVE_FUNCTION_FIELDS:
+        if name in fields:
+            was, now = getattr(saved.mechanism, name), getattr(current.mechanism, name)
+            if was != now:
+                out.append(f"mechanism.{name}: checkpoint {was!r} vs now {now!r}")
+    return out
+
+
+def check_mechanism_source(directory: str, config: TrainConfig,
+                           episode: int | None = None) -> None:
+    """Refuses, before anything compiles, a checkpoint whose incentive network another
+    function read (its activation, bound, scale or output layout differ from `config`'s)."""
+    saved, at = saved_config(directory, episode)
+    problems = incentive_function_differences(saved, config)
+    if problems:
+        raise CheckpointError(f"the incentive network of {os.path.abspath(directory)}/{at} "
+                              "learned under another incentive function than this run's:\n  "
+                              + "\n  ".join(problems))
+
+
 def load_mechanism(directory: str, mechanism_state, part: str = "eta", episode: int | None = None):
     """`mechanism_state` (stacked over seeds) with its `part` (default: IQ-Flow's or
     ID's incentive network) replaced by the one a run checkpointed in `directory`:
     seed i takes the checkpoint's seed i, so the run may have as many seeds as the
     checkpoint or fewer. Refused with the reason when the checkpoint has no such part,
-    too few seeds or other shapes; the checkpoint is only read."""
+    too few seeds or other shapes; the checkpoint is only read. (A network learnt under
+    another incentive function the runner refuses first: `check_mechanism_source`.)"""
     def read_state(reader, step):
         target = None
         if jax.process_count() > 1:  # every host reads it whole, onto a device of its own

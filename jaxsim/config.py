@@ -103,6 +103,46 @@ class IQFlowConfig:
     # taking the flat conv features and the others' actions at its first layer.
     q_layout: Literal["per_head", "shared_conv"] = "per_head"
 
+    # --- Beyond the paper (issue 16): incentives that do not die. The defaults are the
+    # paper's; `robust` (VARIANTS) sets the ones measured to help.
+    # r_inc = incentive_max * sigmoid(z) (SPEC §3), or incentive_max * |tanh(z)| (SPEC §6
+    # row 13's head): zero incentive is then z = 0, the activation's steepest point,
+    # instead of a flat tail where the meta-gradient vanishes.
+    incentive_activation: Literal["sigmoid", "abs_tanh"] = "sigmoid"
+    # Orthogonal scale of the incentive net's last layer (row 13: sqrt(2) / 1000, so
+    # that z starts near 0).
+    incentive_output_scale: float = math.sqrt(2.0)
+    # A bound b on the pre-activation z. "penalty": step B's loss gains
+    # logit_penalty * mean (max(|z| - b, 0))^2 over its train and validation rows, so z
+    # is pulled back once past b; "clip": r_inc reads clip(z, -b, b) while the gradient
+    # passes to z unchanged (straight through), so the slope never falls below the
+    # activation's at b. None: no bound (the paper).
+    logit_bound: float | None = None
+    logit_bound_mode: Literal["penalty", "clip"] = "penalty"
+    logit_penalty: float = 1.0
+    # Step B's optimiser (SPEC §3: RMSprop, as the critics) and its eps (None: the
+    # critics' rmsprop_eps). RMSprop divides by sqrt(nu + eps), Adam by sqrt(nu) + eps.
+    incentive_optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    incentive_eps: float | None = None
+    # What of the joint action agent i's incentive reads beside the observations:
+    # "joint_action", every agent's (SPEC §3); "own_action", its own alone (the others'
+    # one-hot slots zeroed for output i), so what it learns for one of the others'
+    # actions holds for all, rarely seen ones included.
+    incentive_input: Literal["joint_action", "own_action"] = "joint_action"
+
+    # Diagnostics, once per chunk on a fresh step-B draw (nothing the run learns from):
+    # the incentive net's pre-activations, the activation's slope, the fraction of rows
+    # where a_env == a_coop, step B's gradient split into its terms and its step.
+    diagnostics: bool = True
+    # An agent's incentive counts as stuck when, over the draw, its mean slope is below
+    # `saturated_slope` of the activation's steepest, its spread over the rows below
+    # `flat_incentive` of incentive_max (it pays every action alike: a bang-bang
+    # incentive, 0 for some actions and the maximum for others, is saturated too, and
+    # healthy), and step B still finds it in a dilemma on `stuck_dilemma` of the rows.
+    saturated_slope: float = 1e-3
+    flat_incentive: float = 5e-3
+    stuck_dilemma: float = 0.05
+
 
 @dataclass(frozen=True)
 class IDConfig:
@@ -194,6 +234,9 @@ class TrainConfig:
     # experiment; "id_authors", the ID authors' own Escape Room recipe (§7). A label
     # the presets set with the rows; it keeps checkpoints of different recipes apart.
     recipe: str = "paper"
+    # Beyond the paper (issue 16): "none", or a named set of changes to IQ-Flow
+    # (VARIANTS, `with_variant`); a label like `recipe`, set with the changes.
+    variant: str = "none"
 
     def __post_init__(self):
         # Pairs rather than a dict keep the config hashable (usable as a cache key).
@@ -252,6 +295,11 @@ def validate(config: TrainConfig) -> None:
              f"first_seed must be an integer >= 0, got {config.first_seed!r}")
     _require(config.recipe in RECIPES,
              f"recipe must be one of {RECIPES}, got {config.recipe!r}")
+    _require(config.variant in VARIANTS,
+             f"variant must be one of {tuple(VARIANTS)}, got {config.variant!r}")
+    _require(config.variant == "none" or isinstance(config.mechanism, IQFlowConfig),
+             f"variant {config.variant!r} changes IQ-Flow; this config's mechanism is "
+             f"{type(config.mechanism).__name__}")
     _require(config.matmul_precision in MATMUL_PRECISIONS,
              f"matmul_precision must be one of {MATMUL_PRECISIONS}, "
              f"got {config.matmul_precision!r}")
@@ -361,6 +409,23 @@ def _validate_mechanism(config: TrainConfig, env) -> None:
     _finite_in("mechanism.polyak", mech.polyak, 0, 1, low_open=True)
     _finite_in("mechanism.rmsprop_decay", mech.rmsprop_decay, 0, 1, high_open=True)
     _choice("mechanism.q_layout", mech.q_layout, ("per_head", "shared_conv"))
+    _choice("mechanism.incentive_activation", mech.incentive_activation,
+            ("sigmoid", "abs_tanh"))
+    _finite_in("mechanism.incentive_output_scale", mech.incentive_output_scale, 0, math.inf,
+               low_open=True)
+    _choice("mechanism.logit_bound_mode", mech.logit_bound_mode, ("penalty", "clip"))
+    if mech.logit_bound is not None:
+        _finite_in("mechanism.logit_bound", mech.logit_bound, 0, math.inf, low_open=True)
+    _finite_in("mechanism.logit_penalty", mech.logit_penalty, 0, math.inf, low_open=True)
+    _choice("mechanism.incentive_optimizer", mech.incentive_optimizer, ("rmsprop", "adam"))
+    _choice("mechanism.incentive_input", mech.incentive_input, ("joint_action", "own_action"))
+    if mech.incentive_eps is not None:
+        _finite_in("mechanism.incentive_eps", mech.incentive_eps, 0, math.inf)
+    _require(isinstance(mech.diagnostics, bool),
+             f"mechanism.diagnostics must be True or False, got {mech.diagnostics!r}")
+    _finite_in("mechanism.saturated_slope", mech.saturated_slope, 0, 1)
+    _finite_in("mechanism.flat_incentive", mech.flat_incentive, 0, 1)
+    _finite_in("mechanism.stuck_dilemma", mech.stuck_dilemma, 0, 1)
     _require(mech.q_layout == "per_head" or mech.conv_filters > 0,
              "mechanism.q_layout 'shared_conv' shares a conv over image observations; "
              "this config has no conv (conv_filters 0): use 'per_head'")
@@ -394,6 +459,28 @@ MATRIX_GAMES = ("ipd", "chicken", "stag_hunt")
 
 # SPEC §6 row 6: the authors' ID head, 2 |tanh| over a last layer orthogonal(sqrt 2) / 1000.
 MINI_INIT_SCALE = math.sqrt(2.0) / 1000
+
+# Beyond the paper (issue 16, README "Incentives that do not die"): IQ-Flow's fields
+# each variant sets, on top of any recipe. "robust", measured in benchmarks/RESULTS.md
+# ("Incentives that do not die"): the penalty that holds the pre-activation within
+# |z| <= 5 (no flat tail to die in) and incentives that read each agent's own action
+# (what is learnt for the others' common actions holds for their rare ones).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "robust": {"logit_bound": 5.0, "logit_bound_mode": "penalty", "logit_penalty": 1.0,
+               "incentive_input": "own_action"},
+}
+
+
+def with_variant(config: TrainConfig, variant: str) -> TrainConfig:
+    """`config` with the variant's IQ-Flow fields and its label; a config of another
+    mechanism is returned as it is (its label stays "none")."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid: {list(VARIANTS)}")
+    if variant == "none" or not isinstance(config.mechanism, IQFlowConfig):
+        return config
+    return config.replace(mechanism=_replace(config.mechanism, **VARIANTS[variant]),
+                          variant=variant)
 
 
 def _check_recipe(recipe: str, valid: tuple[str, ...], experiment: str) -> None:

@@ -21,7 +21,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxsim.checkpoint import Checkpointer, CheckpointError, config_json, load_mechanism
+from jaxsim.checkpoint import (Checkpointer, CheckpointError, check_mechanism_source, config_json,
+                               load_mechanism)
 from jaxsim.config import TrainConfig, validate
 from jaxsim.distributed import host_rows, place
 from jaxsim.logger import WandbLogger, flatten_metrics
@@ -40,6 +41,8 @@ class RunResult:
     eval_episodes: np.ndarray
     eval_metrics: dict[str, np.ndarray]
     probes: list[tuple[int, Any]] = field(default_factory=list)  # (episode, on_chunk output)
+    # The warnings of AlarmWatch: {metric, run, entry, since_episode, episode}.
+    alarms: list[dict] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     state: TrainState | None = None
     wandb_dir: str | None = None
@@ -48,9 +51,15 @@ class RunResult:
 
 
 def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows of metrics stacked per name. A name some rows lack (a run resumed from a
+    checkpoint written before that metric existed) is NaN there."""
     if not rows:
         return {}
-    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    example = {k: np.asarray(r[k]) for r in reversed(rows) for k in r}
+    missing = lambda k: np.full(example[k].shape, np.nan, np.result_type(example[k], np.float32))  # noqa: E731
+    return {k: np.stack([np.asarray(r[k]) if k in r else missing(k) for r in rows])
+            for k in names}
 
 
 def _unstack(stacked: dict[str, np.ndarray]) -> list[dict]:
@@ -167,6 +176,50 @@ def _check_per_seed(names, chunk_metrics: dict, eval_metrics: dict) -> None:
         if name not in shapes or len(shapes[name].shape) != 1:
             raise ValueError(f"wandb_per_seed: {name!r} is not a per-seed scalar metric of "
                              f"this run; choose from {', '.join(scalars)}")
+
+
+class AlarmWatch:
+    """Watches the chunks' `alarm/...` metrics (0 or 1 per run and entry, e.g. per
+    agent): a run whose alarm has held in every chunk of a whole evaluation period is
+    reported once, with the episode it began; again only after it has cleared."""
+
+    PREFIX = "alarm/"
+
+    def __init__(self, period_chunks: int, chunk_episodes: int, run_names: list):
+        self.period = max(int(period_chunks), 1)
+        self.chunk_episodes = chunk_episodes
+        self.run_names = run_names
+        self.streaks: dict[str, np.ndarray] = {}
+        self.reported: dict[str, np.ndarray] = {}
+        self.fired: list[dict] = []
+
+    def update(self, metrics: dict, episode: int) -> list[str]:
+        """Counts this chunk (ending at `episode`); returns the new warnings."""
+        lines = []
+        for name, value in metrics.items():
+            if not name.startswith(self.PREFIX):
+                continue
+            on = np.asarray(value) > 0.5  # [runs, ...]
+            streak = np.where(on, self.streaks.get(name, np.zeros(on.shape, int)) + 1, 0)
+            reported = self.reported.get(name, np.zeros(on.shape, bool))
+            new = (streak >= self.period) & ~reported
+            self.streaks[name], self.reported[name] = streak, (reported | new) & on
+            for index in zip(*np.nonzero(new), strict=True):
+                run, entry = int(index[0]), tuple(int(i) for i in index[1:])
+                since = episode - int(streak[index]) * self.chunk_episodes
+                alarm = {"metric": name, "run": self.run_names[run], "entry": list(entry),
+                         "since_episode": since, "episode": episode}
+                self.fired.append(alarm)
+                where = f" entry {entry[0] if len(entry) == 1 else entry}" if entry else ""
+                lines.append(f"warning: seed {alarm['run']}: {name[len(self.PREFIX):]}{where} "
+                             f"in every chunk since episode {since} (episodes {since + 1}-"
+                             f"{episode}, a whole evaluation period)")
+        return lines
+
+    def flagged(self) -> dict[str, int]:
+        """Per alarm, how many runs have an entry on for a whole period right now."""
+        return {name: int((streak >= self.period).reshape(streak.shape[0], -1).any(1).sum())
+                for name, streak in self.streaks.items()}
 
 
 class NonFiniteError(FloatingPointError):
@@ -302,6 +355,8 @@ def run(
             raise ValueError(f"seed_group ({seed_group}) must be a positive divisor of the "
                              f"{per_device} runs on each of the {sharding.num_devices} "
                              f"device(s) ({runs} runs: seeds x sweep points)")
+    if mechanism_from is not None and not resume:
+        check_mechanism_source(mechanism_from, config)
     checkpointer = Checkpointer(checkpoint_dir, config) if checkpoint_dir else None
     if checkpointer is not None and not resume and checkpointer.latest() is not None:
         raise ValueError(f"{checkpoint_dir} already holds checkpoints (latest: episode "
@@ -326,6 +381,8 @@ def run(
     mine = host_rows(place(np.arange(runs), sharding))
     run_names = [run_names[i] for i in mine]
     rows, evals, eval_at, ends, probes = [], [], [], [], []
+    watch = AlarmWatch(config.eval_period // config.chunk_episodes, config.chunk_episodes,
+                       run_names)
     episode = 0
     earlier = (0.0, 0.0, 0)  # train_s, env steps, episodes of earlier sittings
     saved_at = first = episode
@@ -367,6 +424,8 @@ def run(
                                           f"sweep {meta.get('sweep')}, this run has {swept}")
                 rows, evals = _unstack(history["metrics"]), _unstack(history.get("evals", {}))
                 ends = [int(e) for e in history["ends"]]
+                for row, end in zip(rows, ends, strict=True):  # the alarms' streaks as they stood
+                    watch.update(row, end)
                 eval_at = [int(e) for e in history.get("eval_at", [])]
                 episode = saved_at = first = int(meta["episode"])
                 # Throughput over every sitting whose checkpoint recorded its training time.
@@ -434,6 +493,11 @@ def run(
                 rows.append(metrics)
                 ends.append(episode)
                 log = flatten_metrics(metrics)
+                for line in watch.update(metrics, episode):
+                    tqdm.write(line, file=sys.stderr)
+                flagged = watch.flagged()
+                log.update({f"alarms/{name[len(AlarmWatch.PREFIX):]}": count
+                            for name, count in flagged.items()})
                 log["throughput/seed_episodes_per_s"] = per_chunk * len(mine) / elapsed
                 log["throughput/env_steps_per_s"] = chunk_steps / elapsed
                 log["throughput/compile_s"] = compile_s
@@ -459,9 +523,11 @@ def run(
                     probes.append((episode, on_chunk(state, episode)))
                 logger.log(log, step=episode)
                 bar.update(per_chunk)
+                stuck = sum(flagged.values())
                 bar.set_postfix(ep_s=f"{sitting_rate:.0f}",
                                 steps_s=f"{steps_done / train_s:.0f}",
-                                ret=f"{log['return']:.2f}", refresh=False)
+                                ret=f"{log['return']:.2f}",
+                                **({"alarms": stuck} if stuck else {}), refresh=False)
                 if checkpointer is not None and (
                         (episode // per_chunk) % checkpoint_every == 0 or episode == stop):
                     save_checkpoint()
@@ -504,5 +570,6 @@ def run(
     return RunResult(
         config=config, episodes=np.asarray(ends), metrics=_stack(rows),
         eval_episodes=np.asarray(eval_at), eval_metrics=_stack(evals), probes=probes,
-        timing=timing, state=state, wandb_dir=run_dir, interrupted=interrupted, sweep=sweep,
+        alarms=watch.fired, timing=timing, state=state, wandb_dir=run_dir, interrupted=interrupted,
+        sweep=sweep,
     )

@@ -22,6 +22,7 @@ from jaxsim.types import Trajectory, agent_view
 
 EVAL_KEY_SALT = 0x5EED
 AGENT_RESET_SALT = 0xA6E7
+DIAGNOSTICS_SALT = 0xD1A6
 
 
 @struct.dataclass
@@ -118,6 +119,10 @@ class Experiment:
             state, metrics = jax.lax.scan(self.episode_step, state, None,
                                           length=self.config.chunk_episodes)
         metrics = jax.tree.map(lambda m: m.mean(0), metrics)
+        if not self.config.freeze_mechanism:  # the mechanism's own look at itself, if any
+            with matmul_precision_scope(self.config.matmul_precision):
+                metrics.update(self.mechanism.diagnostics(
+                    state.mechanism, jax.random.fold_in(state.key, DIAGNOSTICS_SALT)))
         metrics["guard/nonfinite_values"] = nonfinite_count(state)
         return state, metrics
 

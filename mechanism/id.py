@@ -237,3 +237,9 @@ class IncentiveDesigner:
         if self.uses_critic:  # after the meta step, which used the critic's old values
             new_state, metrics["id/critic_loss"] = self.update_critic(new_state, traj)
         return new_state, metrics
+
+    def diagnostics(self, state: IDState, key: jax.Array) -> dict:
+        """Nothing of ID's is watched yet (its incentive's saturation is IQ-Flow's
+        issue 16 question): {}."""
+        del state, key
+        return {}

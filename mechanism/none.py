@@ -31,3 +31,7 @@ class NoMechanism:
     def update(self, state, traj: Trajectory, key: jax.Array):
         del traj, key
         return state, {}
+
+    def diagnostics(self, state, key: jax.Array) -> dict:
+        del state, key
+        return {}

@@ -106,12 +106,13 @@ def test_meta_loss_masks_hand_worked():
 
 
 @functools.lru_cache(maxsize=None)
-def _tiny_mechanism(num_transitions=40, c1=0.3, c2=0.2, conv=False):
-    """conv: 4x4x2 image observations through Conv(2) networks (Cleanup's kind)."""
+def _tiny_mechanism(num_transitions=40, c1=0.3, c2=0.2, conv=False, **overrides):
+    """conv: 4x4x2 image observations through Conv(2) networks (Cleanup's kind);
+    overrides: other IQFlowConfig fields."""
     obs_shape = (4, 4, 2) if conv else (3,)
     config = IQFlowConfig(incentive_hidden=(4, 3) if conv else (4,), critic_hidden=(5,),
                           unroll_steps=3, batch_size=6, start_train=12, c1=c1, c2=c2,
-                          lr_ind=3e-2, conv_filters=2 if conv else 0)
+                          lr_ind=3e-2, conv_filters=2 if conv else 0, **overrides)
     mech = IQFlow(config, obs_shape=obs_shape, num_agents=2, num_actions=2, capacity=64)
     key = jax.random.PRNGKey(3)
     state = mech.init(key)
@@ -150,13 +151,18 @@ def test_meta_gradient_matches_finite_differences(conv):
             if float(terms["dilemma_fraction"]) > 0:
                 break
         assert float(terms["dilemma_fraction"]) > 0
+        assert_step_b_gradient_matches_finite_differences(mech, state, train, validation, grad)
 
-        def loss_at(eta):
-            return mech.meta_gradient(state.replace(eta=eta), train, validation)[0]
 
-        flat_grad, unravel = jax.flatten_util.ravel_pytree(grad)
-        flat_eta, _ = jax.flatten_util.ravel_pytree(state.eta)
-        assert_directional_derivatives(jax.jit(loss_at), flat_grad, flat_eta, unravel)
+def assert_step_b_gradient_matches_finite_differences(mech, state, train, validation, grad):
+    """`grad`, step B's d loss / d eta at `state`, against central finite differences
+    of the loss along random directions (call in float64)."""
+    def loss_at(eta):
+        return mech.meta_gradient(state.replace(eta=eta), train, validation)[0]
+
+    flat_grad, unravel = jax.flatten_util.ravel_pytree(grad)
+    flat_eta, _ = jax.flatten_util.ravel_pytree(state.eta)
+    assert_directional_derivatives(jax.jit(loss_at), flat_grad, flat_eta, unravel)
 
 
 def test_incentives_lie_strictly_between_zero_and_two():

@@ -244,7 +244,8 @@ def test_per_action_id_head_shared_by_agents_over_the_central_state():
     eta = exp.init(jax.random.PRNGKey(0)).mechanism.eta
     shapes = jax.tree.map(lambda x: x.shape, eta)["params"]
     assert shapes == {"Dense_0": {"kernel": (18, 64), "bias": (64,)},
-                      "Dense_1": {"kernel": (64, 16), "bias": (16,)}, "Dense_2": {"kernel": (16, 3)}}
+                      "Dense_1": {"kernel": (64, 16), "bias": (16,)},
+                      "Dense_2": {"kernel": (16, 3)}}
     # Glorot-uniform: every weight within sqrt(6 / (fan_in + fan_out)), spread over it
     # (orthogonal(sqrt 2) rows have norm sqrt 2 and break the bound for 16 -> 3).
     for layer, (fan_in, fan_out) in (("Dense_0", (18, 64)), ("Dense_2", (16, 3))):

@@ -11,6 +11,8 @@ Per episode, after the episode's transitions enter the replay buffer:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -21,7 +23,7 @@ from jaxsim.config import IQFlowConfig
 from jaxsim.types import Trajectory
 from mechanism import replay
 from mechanism.iqflow.critics import CriticState, IQLCritic
-from mechanism.iqflow.meta import meta_objective
+from mechanism.iqflow.meta import meta_loss_terms, meta_objective, unroll_q_ind
 
 
 @struct.dataclass
@@ -47,12 +49,17 @@ class IQFlow:
         self.capacity = capacity
         self.env = env if env is not None and hasattr(env, "compact") else None
         self.eta_net = JointNet(hidden=tuple(config.incentive_hidden), out=num_agents,
-                                conv_filters=config.conv_filters)
+                                conv_filters=config.conv_filters,
+                                output_scale=config.incentive_output_scale)
 
-        def rmsprop(lr):
-            return optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+        def rmsprop(lr, eps=config.rmsprop_eps):
+            return optax.rmsprop(lr, decay=config.rmsprop_decay, eps=eps)
 
-        self.eta_optimizer = rmsprop(config.lr_incentive)
+        eps = config.rmsprop_eps if config.incentive_eps is None else config.incentive_eps
+        if config.incentive_optimizer == "adam":
+            self.eta_optimizer = optax.adam(config.lr_incentive, eps=eps)
+        else:
+            self.eta_optimizer = rmsprop(config.lr_incentive, eps)
         common = dict(hidden=config.critic_hidden, num_agents=num_agents,
                       num_actions=num_actions, obs_shape=self.obs_shape,
                       expectile=config.expectile, gamma=config.gamma, polyak=config.polyak,
@@ -66,11 +73,54 @@ class IQFlow:
                                     **individual)
 
     # --- incentives -------------------------------------------------------------------
+    def logits(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """The incentive net's pre-activation z: obs [B, N, *obs_shape], action i32[B, N]
+        -> f32[B, N]. Input: every observation and the joint action one-hot, or for
+        output i (incentive_input "own_action") agent i's one-hot alone."""
+        joint = joint_action_one_hot(action, self.num_actions)
+        if self.config.incentive_input == "joint_action":
+            return self.eta_net.apply(eta, obs, joint)
+        blocks = jnp.repeat(jnp.eye(self.num_agents, dtype=joint.dtype), self.num_actions, 1)
+
+        def output_of(i):  # output i of the net that sees agent i's action only
+            return self.eta_net.apply(eta, obs, joint * blocks[i])[:, i]
+
+        return jax.vmap(output_of, out_axes=1)(jnp.arange(self.num_agents))
+
+    def activate(self, z: jax.Array) -> jax.Array:
+        """r_inc from z: incentive_max * sigmoid(z) (SPEC §3) or * |tanh(z)| (row 13),
+        of z clipped to the logit bound (straight through) where the config says so."""
+        cfg = self.config
+        if cfg.logit_bound is not None and cfg.logit_bound_mode == "clip":
+            z = z + jax.lax.stop_gradient(jnp.clip(z, -cfg.logit_bound, cfg.logit_bound) - z)
+        if cfg.incentive_activation == "abs_tanh":
+            return cfg.incentive_max * jnp.abs(jnp.tanh(z))
+        return cfg.incentive_max * jax.nn.sigmoid(z)
+
+    def slope(self, z: jax.Array) -> tuple[jax.Array, float]:
+        """|d r_inc / d z| at z (as `activate` differentiates it) and its largest value."""
+        cfg = self.config
+        if cfg.logit_bound is not None and cfg.logit_bound_mode == "clip":
+            z = jnp.clip(z, -cfg.logit_bound, cfg.logit_bound)
+        if cfg.incentive_activation == "abs_tanh":
+            return cfg.incentive_max * (1 - jnp.tanh(z) ** 2), cfg.incentive_max
+        paid = jax.nn.sigmoid(z)
+        return cfg.incentive_max * paid * (1 - paid), cfg.incentive_max / 4
+
     def incentives(self, eta, obs: jax.Array, action: jax.Array) -> jax.Array:
         """r_inc for a batch: obs [B, N, *obs_shape], action i32[B, N] -> f32[B, N] in
-        (0, incentive_max). Input: every observation and the joint action one-hot."""
-        logits = self.eta_net.apply(eta, obs, joint_action_one_hot(action, self.num_actions))
-        return self.config.incentive_max * jax.nn.sigmoid(logits)
+        [0, incentive_max)."""
+        return self.activate(self.logits(eta, obs, action))
+
+    def logit_penalty(self, eta, *batches: replay.Transition) -> jax.Array:
+        """mean (max(|z| - logit_bound, 0))^2 over the rows of `batches` (equal sizes)."""
+        excess = [jax.nn.relu(jnp.abs(self.logits(eta, b.obs, b.action)) - self.config.logit_bound)
+                  for b in batches]
+        return sum(jnp.mean(e ** 2) for e in excess) / len(excess)
+
+    @property
+    def penalised(self) -> bool:
+        return self.config.logit_bound is not None and self.config.logit_bound_mode == "penalty"
 
     def incentive(self, state: IQFlowState, obs: jax.Array, action: jax.Array) -> jax.Array:
         return self.incentives(state.eta, obs[None], action[None])[0]
@@ -114,14 +164,97 @@ class IQFlow:
         cfg = self.config
         q_coop_val = self.critic_coop.q_values(state.coop.q, validation.obs, validation.action)
         q_env_val = self.critic_env.q_values(state.env.q, validation.obs, validation.action)
-        objective = jax.value_and_grad(meta_objective, has_aux=True)
-        (loss, terms), grad = objective(
-            state.eta, c1=cfg.c1, c2=cfg.c2, critic_ind=self.critic_ind,
-            q_ind_params=state.ind.q, q_coop_val=q_coop_val, q_env_val=q_env_val,
-            validation=validation, incentive_fn=self.incentives, v_params=state.ind.v,
-            opt_state=state.ind.q_opt, batch=train, steps=cfg.unroll_steps, remat=cfg.remat_unroll,
-        )
+        kwargs = dict(c1=cfg.c1, c2=cfg.c2, critic_ind=self.critic_ind,
+                      q_ind_params=state.ind.q, q_coop_val=q_coop_val, q_env_val=q_env_val,
+                      validation=validation, incentive_fn=self.incentives, v_params=state.ind.v,
+                      opt_state=state.ind.q_opt, batch=train, steps=cfg.unroll_steps,
+                      remat=cfg.remat_unroll)
+        objective = functools.partial(meta_objective, **kwargs)
+        if self.penalised:  # the logit bound's penalty joins step B's loss
+            def objective(eta, plain=objective):
+                loss, terms = plain(eta)
+                penalty = self.logit_penalty(eta, train, validation)
+                return loss + cfg.logit_penalty * penalty, {**terms, "logit_penalty": penalty}
+        (loss, terms), grad = jax.value_and_grad(objective, has_aux=True)(state.eta)
         return loss, terms, grad
+
+    # --- diagnostics (issue 16) -------------------------------------------------------
+    def diagnostics(self, state: IQFlowState, key: jax.Array) -> dict:
+        """What step B sees and does, on one fresh draw of 64 + 64 rows as training draws
+        them (nothing here feeds back into the run). Per agent `[N]`: the incentive
+        net's pre-activation z on the validation rows (mean, spread), the activation's
+        mean slope |d r_inc / d z|, the incentive paid (mean, spread), the fraction of
+        rows where a_env == a_coop and where the unrolled Q_ind is in a dilemma
+        (a_b != a_coop), and `alarm/incentive_saturated`: step B active, the slope
+        below `saturated_slope` of the steepest, the incentive flat (spread below
+        `flat_incentive` of its maximum: every action paid alike) and the dilemma on
+        `stuck_dilemma` of the rows or more.
+        Scalars: the norm of each term's weighted share of d loss / d eta (the meta term
+        of Eq. 5, c1 cost1, c2 cost2, and the logit penalty where set), of their sum,
+        of the optimiser's step from it, and the fraction of eta's entries whose
+        second-moment estimate sits below the optimiser's eps floor."""
+        cfg = self.config
+        if not cfg.diagnostics:
+            return {}
+        batch = cfg.batch_size
+        rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
+        train = self.transitions(state.buffer, rows[:batch])
+        validation = self.transitions(state.buffer, rows[batch:])
+        q_coop_val = self.critic_coop.q_values(state.coop.q, validation.obs, validation.action)
+        q_env_val = self.critic_env.q_values(state.env.q, validation.obs, validation.action)
+        names, weights = ["meta", "cost1", "cost2"], [1.0, cfg.c1, cfg.c2]
+        if self.penalised:
+            names, weights = names + ["logit_penalty"], weights + [cfg.logit_penalty]
+
+        def terms_of(eta):
+            q_unrolled = unroll_q_ind(state.ind.q, eta, critic=self.critic_ind,
+                                      incentive_fn=self.incentives, v_params=state.ind.v,
+                                      opt_state=state.ind.q_opt, batch=train,
+                                      steps=cfg.unroll_steps, remat=cfg.remat_unroll)
+            q_ind_val = self.critic_ind.q_values(q_unrolled, validation.obs, validation.action)
+            terms = meta_loss_terms(q_ind_val, q_coop_val, q_env_val)
+            values = [terms[name] for name in names[:3]]
+            if self.penalised:
+                values.append(self.logit_penalty(eta, train, validation))
+            return jnp.stack(values), q_ind_val
+
+        _, pullback, q_ind_val = jax.vjp(terms_of, state.eta, has_aux=True)
+        # One backward pass per term, in sequence (lax.map): the memory of one.
+        shares = jax.lax.map(lambda w: pullback(w)[0],
+                              jnp.diag(jnp.stack([jnp.asarray(w, jnp.float32) for w in weights])))
+        norm = lambda tree: jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
+        total = jax.tree.map(lambda g: g.sum(0), shares)
+        step, _ = self.eta_optimizer.update(total, state.eta_opt, state.eta)
+        out = {f"diag/grad_{name}": norm(jax.tree.map(lambda g, i=i: g[i], shares))
+               for i, name in enumerate(names)}
+        out["diag/grad_total"] = norm(total)
+        out["diag/step_norm"] = norm(step)
+        nu = jax.tree.leaves(optax.tree_utils.tree_get(state.eta_opt, "nu"))
+        eps = cfg.rmsprop_eps if cfg.incentive_eps is None else cfg.incentive_eps
+        floor = [(n < eps) if cfg.incentive_optimizer == "rmsprop" else (jnp.sqrt(n) < eps)
+                 for n in nu]
+        out["diag/eps_floor_fraction"] = (sum(f.sum() for f in floor)
+                                          / sum(f.size for f in floor)).astype(jnp.float32)
+
+        z = self.logits(state.eta, validation.obs, validation.action)  # [B, N]
+        slope, steepest = self.slope(z)
+        paid = self.activate(z)
+        a_coop = jnp.argmax(q_coop_val, -1)
+        agree = (jnp.argmax(q_env_val, -1) == a_coop).mean(0)
+        dilemma = (jnp.argmax(q_ind_val, -1) != a_coop).mean(0)
+        ready = state.buffer.size >= cfg.start_train
+        saturated = ((slope.mean(0) < cfg.saturated_slope * steepest)
+                     & (paid.std(0) < cfg.flat_incentive * cfg.incentive_max)
+                     & (dilemma >= cfg.stuck_dilemma) & ready)
+        out.update({
+            "diag/logit_mean": z.mean(0), "diag/logit_std": z.std(0),
+            "diag/slope": slope.mean(0), "diag/incentive": paid.mean(0),
+            "diag/incentive_std": paid.std(0),
+            "diag/env_coop_agree": agree.astype(jnp.float32),
+            "diag/dilemma": dilemma.astype(jnp.float32),
+            "alarm/incentive_saturated": saturated.astype(jnp.float32),
+        })
+        return out
 
     def update_incentive(self, state: IQFlowState, key: jax.Array):
         """Step B, applied only once the buffer holds `start_train` transitions."""
