@@ -31,9 +31,7 @@ from benchmarks.common import RunArgs, join_job, run_options, with_incentive_opt
 from jaxsim.checkpoint import config_json
 from jaxsim.config import MATRIX_GAMES, cleanup, escape_room, matrix_game, validate
 from jaxsim.runner import run
-
-SHARES = ("grad_meta", "grad_cost1", "grad_cost2", "grad_logit_penalty")
-
+from jaxsim.train import Experiment
 
 @dataclass
 class Args(RunArgs):
@@ -76,8 +74,6 @@ def healthy_seeds(args: Args, config, result) -> tuple[np.ndarray, dict]:
     if args.env in MATRIX_GAMES:
         from benchmarks.matrix_games import removed, table_probe
         from envs_jax.matrix_games import dilemma_gaps
-        from jaxsim.train import Experiment
-
         tables = table_probe(Experiment(config).mechanism, args.env)(result.state.mechanism)
         payoff = removed(dilemma_gaps(np.asarray(tables["payoff"]))).all(-1)
         q_ind = removed(dilemma_gaps(np.asarray(tables["q_ind"]))).all(-1)
@@ -120,7 +116,7 @@ def analyse(args: Args, config, result) -> dict:
     diag = {k[len("diag/"):]: np.asarray(v, np.float64) for k, v in result.metrics.items()
             if k.startswith("diag/")}
     mech = config.mechanism
-    steepest = mech.incentive_max / (4 if mech.incentive_activation == "sigmoid" else 1)
+    steepest = Experiment(config).mechanism.slope(np.zeros(()))[1]  # the activation's peak
     threshold = mech.saturated_slope * steepest
     flat = mech.flat_incentive * mech.incentive_max
     # Saturated and flat (every action paid alike), the alarm's test without the dilemma.
@@ -147,6 +143,7 @@ def analyse(args: Args, config, result) -> dict:
     return {
         "env": args.env, "recipe": config.recipe, "variant": config.variant,
         "seeds": seeds, "episodes": int(episodes[-1]) if len(episodes) else 0,
+        "interrupted": result.interrupted,
         "healthy": healthy.tolist(), **basis,
         "healthy_fraction": float(healthy.mean()),
         "slope_threshold": threshold, "flat_threshold": flat,

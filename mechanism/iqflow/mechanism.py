@@ -23,7 +23,7 @@ from jaxsim.config import IQFlowConfig
 from jaxsim.types import Trajectory
 from mechanism import replay
 from mechanism.iqflow.critics import CriticState, IQLCritic
-from mechanism.iqflow.meta import meta_loss_terms, meta_objective, unroll_q_ind
+from mechanism.iqflow.meta import meta_objective
 
 
 @struct.dataclass
@@ -158,23 +158,33 @@ class IQFlow:
                                                       ("ind", m_ind)) for k, v in m.items()}
         return state.replace(coop=coop, env=env, ind=ind), metrics
 
-    def meta_gradient(self, state: IQFlowState, train: replay.Transition,
-                      validation: replay.Transition):
-        """Step B's loss, its terms and d loss / d eta through K unrolled steps."""
+    def step_b_objective(self, state: IQFlowState, train: replay.Transition,
+                         validation: replay.Transition, keep_q: bool = False):
+        """`eta -> (loss, terms)` of step B on these batches: Eq. 8 through K unrolled
+        steps (`meta_objective`, keep_q as there), plus the logit penalty where set."""
         cfg = self.config
         q_coop_val = self.critic_coop.q_values(state.coop.q, validation.obs, validation.action)
         q_env_val = self.critic_env.q_values(state.env.q, validation.obs, validation.action)
-        kwargs = dict(c1=cfg.c1, c2=cfg.c2, critic_ind=self.critic_ind,
-                      q_ind_params=state.ind.q, q_coop_val=q_coop_val, q_env_val=q_env_val,
-                      validation=validation, incentive_fn=self.incentives, v_params=state.ind.v,
-                      opt_state=state.ind.q_opt, batch=train, steps=cfg.unroll_steps,
-                      remat=cfg.remat_unroll)
-        objective = functools.partial(meta_objective, **kwargs)
-        if self.penalised:  # the logit bound's penalty joins step B's loss
-            def objective(eta, plain=objective):
-                loss, terms = plain(eta)
-                penalty = self.logit_penalty(eta, train, validation)
-                return loss + cfg.logit_penalty * penalty, {**terms, "logit_penalty": penalty}
+        plain = functools.partial(
+            meta_objective, c1=cfg.c1, c2=cfg.c2, critic_ind=self.critic_ind,
+            q_ind_params=state.ind.q, q_coop_val=q_coop_val, q_env_val=q_env_val,
+            validation=validation, keep_q=keep_q, incentive_fn=self.incentives,
+            v_params=state.ind.v, opt_state=state.ind.q_opt, batch=train,
+            steps=cfg.unroll_steps, remat=cfg.remat_unroll)
+        if not self.penalised:
+            return plain
+
+        def objective(eta):  # the logit bound's penalty joins step B's loss
+            loss, terms = plain(eta)
+            penalty = self.logit_penalty(eta, train, validation)
+            return loss + cfg.logit_penalty * penalty, {**terms, "logit_penalty": penalty}
+
+        return objective
+
+    def meta_gradient(self, state: IQFlowState, train: replay.Transition,
+                      validation: replay.Transition):
+        """Step B's loss, its terms and d loss / d eta through K unrolled steps."""
+        objective = self.step_b_objective(state, train, validation)
         (loss, terms), grad = jax.value_and_grad(objective, has_aux=True)(state.eta)
         return loss, terms, grad
 
@@ -200,25 +210,17 @@ class IQFlow:
         rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
         train = self.transitions(state.buffer, rows[:batch])
         validation = self.transitions(state.buffer, rows[batch:])
-        q_coop_val = self.critic_coop.q_values(state.coop.q, validation.obs, validation.action)
-        q_env_val = self.critic_env.q_values(state.env.q, validation.obs, validation.action)
         names, weights = ["meta", "cost1", "cost2"], [1.0, cfg.c1, cfg.c2]
         if self.penalised:
             names, weights = names + ["logit_penalty"], weights + [cfg.logit_penalty]
+        objective = self.step_b_objective(state, train, validation, keep_q=True)
 
-        def terms_of(eta):
-            q_unrolled = unroll_q_ind(state.ind.q, eta, critic=self.critic_ind,
-                                      incentive_fn=self.incentives, v_params=state.ind.v,
-                                      opt_state=state.ind.q_opt, batch=train,
-                                      steps=cfg.unroll_steps, remat=cfg.remat_unroll)
-            q_ind_val = self.critic_ind.q_values(q_unrolled, validation.obs, validation.action)
-            terms = meta_loss_terms(q_ind_val, q_coop_val, q_env_val)
-            values = [terms[name] for name in names[:3]]
-            if self.penalised:
-                values.append(self.logit_penalty(eta, train, validation))
-            return jnp.stack(values), q_ind_val
+        def terms_of(eta):  # step B's terms, each to be differentiated alone
+            terms = objective(eta)[1]
+            return jnp.stack([terms[name] for name in names]), terms
 
-        _, pullback, q_ind_val = jax.vjp(terms_of, state.eta, has_aux=True)
+        _, pullback, terms = jax.vjp(terms_of, state.eta, has_aux=True)
+        q_ind_val, q_coop_val, q_env_val = terms["q_ind"], terms["q_coop"], terms["q_env"]
         # One backward pass per term, in sequence (lax.map): the memory of one.
         shares = jax.lax.map(lambda w: pullback(w)[0],
                               jnp.diag(jnp.stack([jnp.asarray(w, jnp.float32) for w in weights])))

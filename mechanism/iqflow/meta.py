@@ -84,11 +84,16 @@ def meta_objective(
     q_coop_val: jax.Array,
     q_env_val: jax.Array,
     validation: Transition,
+    keep_q: bool = False,
     **unroll_kwargs,
 ) -> tuple[jax.Array, dict]:
-    """L = meta + c1 cost1 + c2 cost2 on the validation batch, through the unroll (Eq. 8)."""
+    """L = meta + c1 cost1 + c2 cost2 on the validation batch, through the unroll (Eq. 8).
+    keep_q: the terms also hold the validation Q values they were read from ("q_ind",
+    unrolled, "q_coop", "q_env"), for diagnostics."""
     q_unrolled = unroll_q_ind(q_ind_params, eta, critic=critic_ind, **unroll_kwargs)
     q_ind_val = critic_ind.q_values(q_unrolled, validation.obs, validation.action)
     terms = meta_loss_terms(q_ind_val, q_coop_val, q_env_val)
     loss = terms["meta"] + c1 * terms["cost1"] + c2 * terms["cost2"]
+    if keep_q:
+        terms = {**terms, "q_ind": q_ind_val, "q_coop": q_coop_val, "q_env": q_env_val}
     return loss, terms
