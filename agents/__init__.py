@@ -1,21 +1,33 @@
-"""Independent learners. `make(config, env)` builds the one a config names."""
+"""Independent learners, registered by the type of their config: `make(config, env)`
+builds the one a config names, `check(config, env, run)` validates it first.
+
+A new learner is a module with its config dataclass and a class offering
+`from_config(config, env)`, `check_config(config, env, run)`, `init`, `act` and
+`update` (agents.base.Agent), and one line in AGENTS (or `register` at run time).
+"""
 
 from __future__ import annotations
 
-from agents.ac import ACAgent
-from agents.base import Agent, AgentTrajectory
-from agents.pg import PGAgent
-from jaxsim.config import ACConfig, PGConfig
+from agents.ac import INDEPENDENT_AC, ACAgent, ACConfig
+from agents.base import Agent, AgentTrajectory, Trajectory, agent_view
+from agents.pg import PGAgent, PGConfig
+from envs_jax.checks import PartRegistry
+
+AGENTS = PartRegistry("agent", {
+    PGConfig: PGAgent,
+    ACConfig: ACAgent,
+})
+register = AGENTS.register  # register(config_type, agent_class)
+agent_class = AGENTS.lookup  # the learner registered for a config's type
+
+
+def check(config, env, run) -> None:
+    agent_class(config).check_config(config, env, run)
 
 
 def make(config, env) -> Agent:
-    obs_shape = env.observation_spec.shape[1:]
-    if isinstance(config, PGConfig):
-        return PGAgent(config, obs_shape, env.num_actions)
-    if isinstance(config, ACConfig):
-        return ACAgent(config, obs_shape, env.num_actions)
-    raise ValueError(f"no agent for config type {type(config).__name__}; "
-                     "valid: PGConfig, ACConfig")
+    return agent_class(config).from_config(config, env)
 
 
-__all__ = ["ACAgent", "Agent", "AgentTrajectory", "PGAgent", "make"]
+__all__ = ["AGENTS", "INDEPENDENT_AC", "ACAgent", "ACConfig", "Agent", "AgentTrajectory",
+           "PGAgent", "PGConfig", "Trajectory", "agent_view", "check", "make", "register"]

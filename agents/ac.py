@@ -11,6 +11,8 @@ baseline differentiates the actor's update with respect to the incentives in it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import distrax
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,39 @@ from flax import struct
 
 from agents.base import AgentTrajectory
 from agents.networks import ConvNet
-from jaxsim.config import ACConfig
+from envs_jax import checks
+
+
+@dataclass(frozen=True)
+class ACConfig:
+    """Actor-critic agents for image observations (SPEC §2, Cleanup column): actor and
+    critic each Conv(conv_filters, 3x3, SAME) + ReLU -> hidden -> head; TD(0) critic
+    toward r + gamma (1 - d) V_target(o'), mean squared, with a Polyak target; the actor
+    follows the advantage of the just-updated critic, loss summed over steps."""
+
+    conv_filters: int = 6
+    hidden: tuple[int, ...] = (64, 64)
+    lr_actor: float = 1.959e-4
+    lr_critic: float = 7.445e-5
+    entropy_coef: float = 0.0814
+    gamma: float = 0.99
+    polyak: float = 0.01  # target <- (1 - polyak) target + polyak critic
+
+
+# The independent-AC baseline's own learning rates and entropy (SPEC §2).
+INDEPENDENT_AC = ACConfig(lr_actor=6.73e-4, lr_critic=5.54e-4, entropy_coef=0.1)
+
+
+def check(config: ACConfig, env, run) -> None:
+    """Raise ValueError on an ACConfig that cannot work with `env`."""
+    checks.hidden_layers("agent.hidden", config.hidden)
+    checks.positive_int("agent.conv_filters", config.conv_filters)
+    checks.positive("agent.lr_actor", config.lr_actor)
+    checks.positive("agent.lr_critic", config.lr_critic)
+    checks.non_negative("agent.entropy_coef", config.entropy_coef)
+    checks.finite_in("agent.gamma", config.gamma, 0, 1)
+    checks.finite_in("agent.polyak", config.polyak, 0, 1, low_open=True)
+    checks.image_observations("ACConfig's conv networks need", env, run.env)
 
 
 @struct.dataclass
@@ -36,6 +70,8 @@ class ACState:
 class ACAgent:
     """One independent actor-critic learner; the engine stacks N on an agent axis."""
 
+    check_config = staticmethod(check)
+
     def __init__(self, config: ACConfig, obs_shape: tuple[int, ...], num_actions: int):
         self.config = config
         self.obs_shape = tuple(obs_shape)
@@ -44,6 +80,10 @@ class ACAgent:
         self.critic = ConvNet(config.conv_filters, tuple(config.hidden), 1)
         self.actor_optimizer = optax.adam(config.lr_actor)
         self.critic_optimizer = optax.adam(config.lr_critic)
+
+    @classmethod
+    def from_config(cls, config: ACConfig, env) -> "ACAgent":
+        return cls(config, env.observation_spec.shape[1:], env.num_actions)
 
     def init(self, key: jax.Array) -> ACState:
         actor_key, critic_key = jax.random.split(key)

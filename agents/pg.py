@@ -7,6 +7,9 @@ summed over the episode's valid steps, with weight_t the discounted reward-to-go
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import distrax
 import jax
 import jax.numpy as jnp
@@ -15,7 +18,38 @@ from flax import struct
 
 from agents.base import AgentTrajectory
 from agents.networks import MLP
-from jaxsim.config import PGConfig
+from envs_jax import checks
+
+
+@dataclass(frozen=True)
+class PGConfig:
+    """REINFORCE agents (SPEC §2); defaults are the matrix-game column."""
+
+    hidden: tuple[int, ...] = (16, 8)
+    lr: float = 1e-3
+    entropy_coef: float = 0.05
+    gamma: float = 0.99
+    return_mode: Literal["reward_to_go", "discounted_reward"] = "reward_to_go"
+    # The agents' optimiser (SPEC §6 row 3: the authors ran ID's ER(5,2) agents with
+    # Adam); ID's model of their step stays one plain SGD step at `lr` either way.
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    # Weight initialisation: orthogonal(sqrt 2) (SPEC §2) or Glorot-uniform, the
+    # TensorFlow default of the ID authors' code (SPEC §7).
+    init: Literal["orthogonal", "glorot"] = "orthogonal"
+
+
+def check(config: PGConfig, env, run) -> None:
+    """Raise ValueError on a PGConfig that cannot work."""
+    del env, run
+    checks.hidden_layers("agent.hidden", config.hidden)
+    checks.positive("agent.lr", config.lr)
+    checks.non_negative("agent.entropy_coef", config.entropy_coef)
+    checks.finite_in("agent.gamma", config.gamma, 0, 1)
+    checks.require(config.return_mode in ("reward_to_go", "discounted_reward"),
+                   f"agent.return_mode must be 'reward_to_go' or 'discounted_reward', "
+                   f"got {config.return_mode!r}")
+    checks.choice("agent.optimizer", config.optimizer, ("sgd", "adam"))
+    checks.choice("agent.init", config.init, ("orthogonal", "glorot"))
 
 
 @struct.dataclass
@@ -39,6 +73,8 @@ def discounted_reward_to_go(reward: jax.Array, mask: jax.Array, gamma: float) ->
 class PGAgent:
     """One independent PG learner; the engine stacks N of them on an agent axis."""
 
+    check_config = staticmethod(check)
+
     def __init__(self, config: PGConfig, obs_shape: tuple[int, ...], num_actions: int):
         self.config = config
         self.obs_shape = tuple(obs_shape)
@@ -46,6 +82,10 @@ class PGAgent:
         self.network = MLP(hidden=tuple(config.hidden), out=num_actions, weight_init=config.init)
         # ID's model of this agent's step is plain SGD at `lr` whatever this is (`inner_lr`).
         self.optimizer = {"sgd": optax.sgd, "adam": optax.adam}[config.optimizer](config.lr)
+
+    @classmethod
+    def from_config(cls, config: PGConfig, env) -> "PGAgent":
+        return cls(config, env.observation_spec.shape[1:], env.num_actions)
 
     def init(self, key: jax.Array) -> PGState:
         params = self.network.init(key, jnp.zeros((1, *self.obs_shape), jnp.float32))

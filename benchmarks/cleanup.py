@@ -23,20 +23,21 @@ stops a run cleanly after the chunk in flight and writes what it has.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, check_runs, incentive_sums, join_job, per_action,
-                               plot_return_curves, print_learning_table, run_figures, run_names,
-                               run_options, with_incentive_options, with_rows, write_json)
+from benchmarks import driver
+from benchmarks.common import (RunArgs, incentive_sums, merge_run_figures, per_action,
+                               plot_return_curves, print_learning_table, run_figures,
+                               run_names, seed_weighted,
+                               with_incentive_options, with_rows)
+from benchmarks.driver import Benchmark
 from envs_jax.cleanup import ACTION_NAMES
 from jaxsim.config import cleanup
 from jaxsim.runner import run
-from jaxsim.sweep import parse_sweep, split_result
 
 # Also --alg all (Fig. 7): the four algorithms with both shared-reward upper bounds, the
 # recipe's as "shared" (as before recipes) and the other by its own name (distinct_runs).
@@ -84,10 +85,6 @@ class Args(RunArgs):
     """SPEC §6 rows 5 and 8: ID's cost on the new episode or the rebuilt one"""
     ablation: bool = False
     """IQ-Flow's cost ablation (Fig. 8) instead of --alg"""
-    merge: tuple[str, ...] = ()
-    """instead of training: JSON files of this benchmark (one map) whose algorithms
-    are put side by side in one JSON and one plot (an algorithm in two files: the
-    later file's wins, unless their recipes differ: then both, as ALG@RECIPE)"""
     remat_unroll: bool = False
     """IQ-Flow: recompute the K unrolled critic steps' activations in the backward pass
     (21 instead of 81 MB of temporaries per seed; on an H200 the same speed, and what
@@ -99,6 +96,13 @@ class Args(RunArgs):
     threshold: float | None = None
     """report the first evaluation whose mean return reaches this"""
     plots: str = "runs/cleanup"
+    quick: bool = False
+    """a first look in a few minutes on 2 CPU cores: every algorithm of Fig. 7 (--alg
+    all), 2 seeds, 100 episodes in chunks of 50, evaluated every 50; the same table as
+    the full run (which is --alg all --seeds 64)"""
+
+
+QUICK = dict(alg="all", seeds=2, episodes=100, chunk_episodes=50, eval_period=50)
 
 
 def rows(args: Args) -> dict:
@@ -176,28 +180,24 @@ def distinct_runs(names: list[tuple[str, str, str]]) -> list[tuple[str, str, str
 def run_one(args: Args, name: str, alg: str, recipe: str = "paper") -> dict:
     """{name: figures} of one algorithm's run: one entry, or one per sweep point
     (`alg[c1=0,c2=0]`)."""
-    config = make_config(args, alg, recipe)
-    result = run(config, wandb_name=f"cleanup-{args.map}-{name}",
-                 wandb_group=f"cleanup-{args.map}", **run_options(args, name),
-                 sweep=parse_sweep(args.sweep, config),
-                 mechanism_from=(args.mechanism_from if alg in ("pretrained", "iqflow", "id")
-                                 else None))
-    return {name + suffix: figures(args, part.config, part)
-            for suffix, part in split_result(result)}
+    source = args.mechanism_from if alg in ("pretrained", "iqflow", "id") else None
+    return driver.run_swept(args, make_config(args, alg, recipe), name, f"cleanup-{args.map}",
+                            lambda config, result: figures(args, config, result), run,
+                            mechanism_from=source)
 
 
 def figures(args: Args, config, result) -> dict:
-    incentive = result.metrics.get("incentive_per_agent")  # [chunks, seeds, N]
+    incentive = result.episode.incentive_per_agent if len(result.episodes) else None
     by_action = {}
     if len(result.episodes):
         last = result.episodes > 0.9 * result.episodes[-1]
-        paid, taken = incentive_sums(result.metrics, last)
+        paid, taken = incentive_sums(result.episode, last)
         by_action = {"incentive_by_action": per_action(paid, taken),
                      "actions_taken_by_action": taken.round(4).tolist()}
     return {
         **run_figures(args, config, result, args.threshold),
         "train_episodes": [int(e) for e in result.episodes],
-        "train_return_mean": (result.metrics["return"].mean(1).round(4).tolist()
+        "train_return_mean": (result.episode.total_return.mean(1).round(4).tolist()
                               if len(result.episodes) else []),
         "incentive_per_agent_curve": (incentive.mean(1).round(5).tolist()
                                       if incentive is not None else []),
@@ -260,50 +260,62 @@ def plot(args: Args, results: dict) -> None:
     plt.close(fig)
 
 
-def merge_files(args: Args) -> dict:
-    results: dict = {}
-    maps = set()
-    runs = []
-    for path in args.merge:
-        with open(path) as f:
-            payload = json.load(f)
-        maps.add(payload["args"]["map"])
-        runs += list(payload["algorithms"].items())
-    recipes: dict = {}  # files from before recipes existed hold paper runs
-    for name, r in runs:
-        recipes.setdefault(name, set()).add(r.get("recipe", "paper"))
-    for name, r in runs:  # one name of several recipes: each becomes NAME@RECIPE
-        several = len(recipes[name]) > 1 and "@" not in name
-        results[f"{name}@{r.get('recipe', 'paper')}" if several else name] = r
+def merge_run(parts: list[dict]) -> dict:
+    """One algorithm's figures from runs of disjoint seed ranges made side by side."""
+    if len({tuple(r["train_episodes"]) for r in parts}) != 1:
+        raise ValueError("the runs trained different chunks; train them as far")
+    merged = {**merge_run_figures(parts), "train_episodes": parts[0]["train_episodes"]}
+    for key in ("train_return_mean", "incentive_per_agent_curve", "incentive_mean_per_agent"):
+        merged[key] = np.round(seed_weighted(parts, key), 5 if "incentive" in key else 4
+                               ).tolist()
+    if all("incentive_by_action" in r for r in parts):
+        seeds = np.array([r["seeds"] for r in parts], float)
+        taken = [np.asarray(r["actions_taken_by_action"], float) for r in parts]
+        paid = [np.nan_to_num(np.asarray(r["incentive_by_action"], float)) * t
+                for r, t in zip(parts, taken, strict=True)]
+        total = lambda xs: sum(w * x for w, x in zip(seeds, xs, strict=True)) / seeds.sum()  # noqa: E731
+        merged["incentive_by_action"] = per_action(total(paid), total(taken))
+        merged["actions_taken_by_action"] = total(taken).round(4).tolist()
+    return merged
+
+
+def check_merge(payloads: list[dict]) -> None:
+    maps = {p["args"]["map"] for p in payloads}
     if len(maps) != 1:
         raise ValueError(f"these files hold different maps: {sorted(maps)}")
-    return {"args": {**dataclasses.asdict(args), "map": maps.pop()}, "algorithms": results}
+
+
+def after_merge(args: Args, payload: dict) -> Args:
+    longest = max(r["episodes"] for r in payload["algorithms"].values())
+    return dataclasses.replace(args, map=payload["args"]["map"], alg="all", episodes=longest)
+
+
+def outputs(args: Args, payload: dict) -> None:
+    plot(args, payload["algorithms"])
+    print_learning_table(f"Cleanup {args.map}", payload["algorithms"], args.threshold)
+
+
+__all__ = ["BENCHMARK", "Args", "algorithms", "distinct_runs", "main", "make_config",
+           "run_names"]
+
+BENCHMARK = Benchmark(
+    experiment=lambda args: f"--alg {args.alg} on Cleanup",
+    algorithms=algorithms,
+    make_config=lambda args, alg, recipe, taken, group: make_config(args, alg, recipe, taken),
+    rows=rows,
+    run=lambda args, group, name, alg, recipe: run_one(args, name, alg, recipe),
+    merge_run=merge_run,
+    outputs=outputs,
+    names=distinct_runs,
+    check_merge=check_merge,
+    after_merge=after_merge,
+)
 
 
 def main(args: Args) -> dict:
-    if args.merge:
-        payload = merge_files(args)
-        longest = max(r["episodes"] for r in payload["algorithms"].values())
-        args = dataclasses.replace(args, map=payload["args"]["map"], alg="all",
-                                   episodes=longest)
-        write_json(args.out, payload)
-        plot(args, payload["algorithms"])
-        print_learning_table(f"Cleanup {args.map}", payload["algorithms"], args.threshold)
-        return payload
-    args = join_job(args)  # several hosts: before any device is touched
-    names = distinct_runs(run_names(args, algorithms(args)))
-    check_runs(args, names, make_config, rows(args), f"--alg {args.alg} on Cleanup")
-    results: dict = {}
-    for name, alg, recipe in names:
-        ran = run_one(args, name, alg, recipe)
-        results.update(ran)
-        if any(r["interrupted"] for r in ran.values()):
-            break
-    payload = {"args": dataclasses.asdict(args), "algorithms": results}
-    write_json(args.out, payload)
-    plot(args, results)
-    print_learning_table(f"Cleanup {args.map}", results, args.threshold)
-    return payload
+    if args.quick:
+        args = dataclasses.replace(args, quick=False, **QUICK)
+    return driver.main(BENCHMARK, args)
 
 
 if __name__ == "__main__":

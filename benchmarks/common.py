@@ -28,6 +28,12 @@ class RunArgs:
     """train seeds first_seed .. first_seed + seeds - 1 (split a sweep over processes)"""
     out: str | None = None
     """write the figures as JSON to this file"""
+    merge: tuple[str, ...] = ()
+    """instead of training: combine this benchmark's JSON files into one JSON (and its
+    table and plots): an algorithm's runs over disjoint seed ranges (--first-seed, or the
+    files of a multi-host job's hosts) become one run over all seeds, every figure
+    recomputed from the seeds' own; other algorithms sit side by side (one algorithm
+    under several recipes: each as ALG@RECIPE)"""
     wandb_mode: Literal["online", "offline", "disabled"] = "offline"
     wandb_dir: str = "wandb_runs"
     wandb_per_seed: tuple[str, ...] = ()
@@ -283,6 +289,46 @@ def run_figures(args: RunArgs, config, result, threshold: float | None) -> dict:
     }
 
 
+def sum_or_none(values):
+    values = list(values)
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+def seed_weighted(parts: list[dict], key: str) -> np.ndarray:
+    """The seed-mean `key` over all parts' seeds, from each part's own seed mean."""
+    seeds = np.array([r["seeds"] for r in parts], float)
+    return sum(w * np.asarray(r[key], float) for w, r in zip(seeds, parts, strict=True)) \
+        / seeds.sum()
+
+
+def merge_run_figures(parts: list[dict]) -> dict:
+    """`run_figures` of one run from its parts over contiguous seed ranges (sorted by
+    first seed): the curve's figures recomputed over every seed, throughput summed
+    (the parts ran side by side), the alarms of all."""
+    if len({tuple(r["eval_episodes"]) for r in parts}) != 1:
+        raise ValueError("the runs were evaluated at different episodes; train them as far")
+    seeds = sum(r["seeds"] for r in parts)
+    returns = np.concatenate([np.asarray(r["eval_return_per_seed"], float).reshape(
+        len(r["eval_episodes"]), -1) for r in parts], 1)
+    config = parts[0].get("config")
+    first = parts[0]["first_seed"]
+    return {
+        "recipe": parts[0].get("recipe", "paper"),
+        "variant": parts[0].get("variant", "none"),
+        "config": config and {**config, "num_seeds": seeds, "first_seed": first},
+        "episodes": parts[0]["episodes"],
+        "episodes_planned": parts[0]["episodes_planned"],
+        "seeds": seeds,
+        "first_seed": first,
+        "interrupted": any(r["interrupted"] for r in parts),
+        **summarise(parts[0]["eval_episodes"], returns, parts[0]["threshold"]),
+        "episodes_per_s": sum_or_none(r["episodes_per_s"] for r in parts),
+        "env_steps_per_s": sum_or_none(r["env_steps_per_s"] for r in parts),
+        "compile_s": max(r["compile_s"] for r in parts),
+        "alarms": [a for r in parts for a in r.get("alarms", [])],
+    }
+
+
 def machine_info() -> dict:
     """What a benchmark's figures were measured on, for its JSON."""
     import platform
@@ -293,11 +339,12 @@ def machine_info() -> dict:
             "cpu_count": os.cpu_count(), "jax_version": jax.__version__}
 
 
-def incentive_sums(metrics: dict, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per agent and action `[N, A]`, averaged over the seeds and the chunks in `last`:
-    the incentive paid per episode and the times the action was taken per episode."""
-    paid = metrics["incentive_by_action_sum"][last].mean(axis=(0, 1))
-    taken = (metrics["action_freq"] * metrics["episode_length"][..., None, None])[last]
+def incentive_sums(episode, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per agent and action `[N, A]`, averaged over the seeds and the chunks in `last`
+    of `episode` (a run's `RunResult.episode`): the incentive paid per episode and the
+    times the action was taken per episode."""
+    paid = episode.incentive_by_action_sum[last].mean(axis=(0, 1))
+    taken = (episode.action_freq * episode.episode_length[..., None, None])[last]
     return paid, taken.mean(axis=(0, 1))
 
 

@@ -14,21 +14,20 @@ algorithm's curve, another the incentives by action.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from benchmarks.common import (RunArgs, check_runs, incentive_sums, join_job, per_action,
-                               plot_return_curves, print_learning_table, run_figures, run_names,
-                               run_options, summarise, with_incentive_options, with_rows,
-                               write_json)
+from benchmarks import driver
+from benchmarks.common import (RunArgs, incentive_sums, merge_run_figures, per_action,
+                               plot_return_curves, print_learning_table, run_figures,
+                               with_incentive_options, with_rows)
+from benchmarks.driver import Benchmark
 from envs_jax.escape_room import EscapeRoom
 from jaxsim.config import escape_room
 from jaxsim.runner import run
-from jaxsim.sweep import parse_sweep, split_result
 
 ALGORITHMS = {"iqflow": "iqflow", "id": "id", "pg": "none"}
 
@@ -66,9 +65,6 @@ class Args(RunArgs):
     """SPEC §6 row 6: orthogonal scale of ID's last incentive layer (paper 0.01,
     authors sqrt(2)/1000)"""
     plots: str = "runs/escape_room"
-    merge: tuple[str, ...] = ()
-    """JSON files to combine (no training): each algorithm's runs over disjoint seed
-    ranges become one result over all seeds; files may hold different algorithms"""
 
 
 def rows(args: Args) -> dict:
@@ -96,12 +92,9 @@ def make_config(args: Args, alg: str, recipe: str = "paper", taken: set | None =
 
 def run_one(args: Args, name: str, alg: str, recipe: str, threshold: float) -> dict:
     """{name: figures} of one algorithm's run: one entry, or one per sweep point."""
-    config = make_config(args, alg, recipe)
-    result = run(config, wandb_name=f"er-{args.n}-{args.m}-{name}",
-                 wandb_group=f"er-{args.n}-{args.m}", **run_options(args, name),
-                 sweep=parse_sweep(args.sweep, config))
-    return {name + suffix: figures(args, part.config, part, threshold)
-            for suffix, part in split_result(result)}
+    return driver.run_swept(args, make_config(args, alg, recipe), name, f"er-{args.n}-{args.m}",
+                            lambda config, result: figures(args, config, result, threshold),
+                            run)
 
 
 def figures(args: Args, config, result, threshold: float) -> dict:
@@ -109,51 +102,22 @@ def figures(args: Args, config, result, threshold: float) -> dict:
                  "actions_taken_by_action": []}  # a run stopped before its first chunk
     if len(result.episodes):
         last = result.episodes > 0.9 * result.episodes[-1]
-        paid, taken = incentive_sums(result.metrics, last)
+        paid, taken = incentive_sums(result.episode, last)
         by_action = {"incentive_by_action": per_action(paid, taken),
                      "incentive_paid_by_action": paid.round(6).tolist(),
                      "actions_taken_by_action": taken.round(6).tolist()}
     return {**run_figures(args, config, result, threshold), **by_action}
 
 
-def _sum_or_none(values):
-    values = list(values)
-    return None if any(v is None for v in values) else float(sum(values))
-
-
-def merge(parts: list[dict]) -> dict:
-    """One algorithm's result from runs of disjoint seed ranges (`--first-seed`) made
-    side by side: the curve's figures recomputed over all seeds, throughput summed."""
-    parts = sorted(parts, key=lambda r: r["first_seed"])
-    starts = [r["first_seed"] for r in parts]
-    ends = [r["first_seed"] + r["seeds"] for r in parts]
-    if starts[1:] != ends[:-1]:
-        raise ValueError(f"seed ranges {list(zip(starts, ends, strict=True))} are not contiguous")
-    if len({tuple(r["eval_episodes"]) for r in parts}) != 1:
-        raise ValueError("the runs were evaluated at different episodes; train them as far")
+def merge_run(parts: list[dict]) -> dict:
+    """One algorithm's figures from runs of disjoint seed ranges made side by side."""
     seeds = np.array([r["seeds"] for r in parts], float)
-    returns = np.concatenate([np.asarray(r["eval_return_per_seed"], float) for r in parts], 1)
-    weighted = lambda key: sum(w * np.asarray(r[key]) for w, r in zip(seeds, parts, strict=True))
+    weighted = lambda key: sum(w * np.asarray(r[key]) for w, r in zip(seeds, parts, strict=True))  # noqa: E731
     paid, taken = weighted("incentive_paid_by_action"), weighted("actions_taken_by_action")
-    config = parts[0].get("config")
-    return {
-        "recipe": parts[0].get("recipe", "paper"),
-        "config": config and {**config, "num_seeds": int(seeds.sum()), "first_seed": starts[0]},
-        "episodes": parts[0]["episodes"],
-        "episodes_planned": parts[0]["episodes_planned"],
-        "seeds": int(seeds.sum()),
-        "first_seed": starts[0],
-        "interrupted": any(r["interrupted"] for r in parts),
-        **summarise(parts[0]["eval_episodes"], returns, parts[0]["threshold"]),
-        "incentive_by_action": per_action(paid, taken),
-        "incentive_paid_by_action": (paid / seeds.sum()).round(6).tolist(),
-        "actions_taken_by_action": (taken / seeds.sum()).round(6).tolist(),
-        # side by side, so their rates add up; unknown if any part trained nothing timed
-        "episodes_per_s": _sum_or_none(r["episodes_per_s"] for r in parts),
-        "env_steps_per_s": _sum_or_none(r["env_steps_per_s"] for r in parts),
-        "compile_s": max(r["compile_s"] for r in parts),
-        "merged_from": len(parts),
-    }
+    return {**merge_run_figures(parts),
+            "incentive_by_action": per_action(paid, taken),
+            "incentive_paid_by_action": (paid / seeds.sum()).round(6).tolist(),
+            "actions_taken_by_action": (taken / seeds.sum()).round(6).tolist()}
 
 
 def plot(args: Args, results: dict, optimum: float) -> None:
@@ -192,15 +156,9 @@ def plot(args: Args, results: dict, optimum: float) -> None:
         plt.close(fig)
 
 
-def _without_seeds(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in ("num_seeds", "first_seed")}
-
-
-def merge_files(args: Args) -> dict:
-    payloads = []
-    for path in args.merge:
-        with open(path) as f:
-            payloads.append(json.load(f))
+def check_merge(payloads: list[dict]) -> None:
+    """One room; files from before configs were in the JSON: the flags in their args
+    must agree."""
     shape = {(p["args"]["n"], p["args"]["m"]) for p in payloads}
     if len(shape) != 1:
         raise ValueError(f"these files hold different rooms: {sorted(shape)}")
@@ -214,49 +172,32 @@ def merge_files(args: Args) -> dict:
     if len(weights) > 1:
         raise ValueError(f"these files' ID runs weight their outer loss differently: "
                          f"{sorted(weights)}")
-    algs = list(dict.fromkeys(a for p in payloads for a in p["algorithms"]))
-    for alg in algs:  # runs of one name must be one config but for their seeds
-        recipes = {p["algorithms"][alg].get("recipe", "paper") for p in payloads
-                   if alg in p["algorithms"]}  # files from before recipes hold paper runs
-        if len(recipes) > 1:
-            raise ValueError(f"these files' {alg} runs are of different recipes: "
-                             f"{sorted(recipes)}")
-        configs = {json.dumps(_without_seeds(p["algorithms"][alg]["config"]), sort_keys=True)
-                   for p in payloads if "config" in p["algorithms"].get(alg, {})}
-        if len(configs) > 1:
-            raise ValueError(f"these files' {alg} runs have different configs (recipe or "
-                             "rows): merge only the seeds of one run")
-    results = {a: merge([p["algorithms"][a] for p in payloads if a in p["algorithms"]])
-               for a in algs}
-    seeds = {r["seeds"] for r in results.values()}
-    merged_args = {**payloads[0]["args"], "merge": list(args.merge),
-                   "seeds": seeds.pop() if len(seeds) == 1 else sorted(seeds)}
-    return {"args": merged_args, "optimum": payloads[0]["optimum"], "algorithms": results}
+
+
+def outputs(args: Args, payload: dict) -> None:
+    optimum, results = payload["optimum"], payload["algorithms"]
+    plot(args, results, optimum)
+    print_learning_table(f"ER({args.n}, {args.m}), optimum {optimum}", results, optimum - 1)
+
+
+BENCHMARK = Benchmark(
+    experiment=lambda args: f"--alg {args.alg} on Escape Room",
+    algorithms=lambda args: list(ALGORITHMS) if args.alg == "all" else [args.alg],
+    make_config=lambda args, alg, recipe, taken, group: make_config(args, alg, recipe, taken),
+    rows=rows,
+    run=lambda args, group, name, alg, recipe: run_one(
+        args, name, alg, recipe, threshold=EscapeRoom(args.n, args.m).optimal_return - 1),
+    merge_run=merge_run,
+    outputs=outputs,
+    header=lambda args: {"optimum": EscapeRoom(args.n, args.m).optimal_return},
+    check_merge=check_merge,
+    after_merge=lambda args, payload: dataclasses.replace(
+        args, n=payload["args"]["n"], m=payload["args"]["m"], seeds=payload["args"]["seeds"]),
+)
 
 
 def main(args: Args) -> dict:
-    if args.merge:
-        payload = merge_files(args)
-        args = dataclasses.replace(args, n=payload["args"]["n"], m=payload["args"]["m"],
-                                   seeds=payload["args"]["seeds"])
-    else:
-        args = join_job(args)  # several hosts: before any device is touched
-        algs = list(ALGORITHMS) if args.alg == "all" else [args.alg]
-        names = run_names(args, algs)
-        check_runs(args, names, make_config, rows(args), f"--alg {args.alg} on Escape Room")
-        optimum = EscapeRoom(args.n, args.m).optimal_return
-        results: dict = {}
-        for name, alg, recipe in names:
-            ran = run_one(args, name, alg, recipe, threshold=optimum - 1)
-            results.update(ran)
-            if any(r["interrupted"] for r in ran.values()):
-                break
-        payload = {"args": dataclasses.asdict(args), "optimum": optimum, "algorithms": results}
-    optimum, results = payload["optimum"], payload["algorithms"]
-    write_json(args.out, payload)
-    plot(args, results, optimum)
-    print_learning_table(f"ER({args.n}, {args.m}), optimum {optimum}", results, optimum - 1)
-    return payload
+    return driver.main(BENCHMARK, args)
 
 
 if __name__ == "__main__":

@@ -182,6 +182,9 @@ def print_report(payload: dict) -> None:
 def main(args: Args) -> dict:
     if len(args.recipe) != 1:
         raise ValueError("--recipe: one recipe per run of this benchmark")
+    if args.merge:
+        raise ValueError("--merge does not apply to the health report: train the seeds "
+                         "together (its per-seed curves are read from one run)")
     args = join_job(args)
     config = make_config(args)
     result = run(config, wandb_name=f"health-{args.env}", wandb_group="incentive-health",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import (RunArgs, check_runs, join_job, mean_ci95, run_names,
-                               run_options, with_incentive_options, with_rows, write_json)
+from benchmarks import driver
+from benchmarks.common import (RunArgs, sum_or_none, mean_ci95, run_options, seed_weighted,
+                               with_incentive_options, with_rows)
+from benchmarks.driver import Benchmark
 from jaxsim.checkpoint import config_json
 from envs_jax.matrix_games import PAYOFFS, STATE_NAMES, dilemma_gaps, state_observation
 from jaxsim.config import MATRIX_GAMES, matrix_game
@@ -104,8 +107,6 @@ def run_one(args: Args, game: str, alg: str, recipe: str = "paper", name: str | 
     config = make_config(args, game, alg, recipe)
     if len(args.recipe) > 1:  # each recipe's tables and plots in a folder of its own
         args = dataclasses.replace(args, plots=os.path.join(args.plots, recipe))
-    probe = None
-    table_rows: list = []
     if alg == "iqflow":
         from jaxsim.train import Experiment
 
@@ -118,48 +119,73 @@ def run_one(args: Args, game: str, alg: str, recipe: str = "paper", name: str | 
 
     result = run(config, wandb_name=f"matrix-{game}-{name}", wandb_group=f"matrix-{game}",
                  on_chunk=on_chunk, **run_options(args, f"{game}-{name}"))
-    if result.interrupted:
-        raise KeyboardInterrupt
-    coop = result.metrics["action_freq"][..., 0].mean(-1)  # [chunks, seeds]
-    last = result.episodes > 0.9 * args.episodes
+    return figures(args, game, alg, config, result)
+
+
+def figures(args: Args, game: str, alg: str, config, result) -> dict:
+    """One run's JSON figures; IQ-Flow's tables and plots are written on the way."""
+    seeds, first_seed = args.seeds, args.first_seed
+    if result.timing.get("processes", 1) > 1:  # this host's contiguous share of the seeds
+        local = result.timing["local_runs"]
+        seeds, first_seed = len(local), args.first_seed + local[0]
     summary = {
-        "recipe": recipe,
+        "recipe": config.recipe,
         "variant": config.variant,
         "config": config_json(config),
         "alarms": result.alarms,  # IQ-Flow's saturation warnings (issue 16)
-        "episodes": args.episodes,
-        "seeds": args.seeds,
-        "coop_rate": mean_ci95(coop[last].mean(0)),
-        "coop_rate_per_seed": coop[last].mean(0).round(4).tolist(),
-        "final_eval_return": mean_ci95(result.eval_metrics["eval/return"][-1]),
+        "episodes": int(result.episodes[-1]) if len(result.episodes) else 0,
+        "episodes_planned": config.episodes,
+        "seeds": seeds,
+        "first_seed": first_seed,
+        "interrupted": result.interrupted,
         "episodes_per_s": result.timing["episodes_per_s"],
         "env_steps_per_s": result.timing["env_steps_per_s"],
         "compile_s": result.timing["compile_s"],
         "wandb_dir": result.wandb_dir,
     }
+    if not len(result.eval_episodes):  # stopped before its first evaluation
+        return summary
+    coop = result.episode.action_freq[..., 0].mean(-1)  # [chunks, seeds]
+    last = result.episodes > 0.9 * result.episodes[-1]
+    final_eval = result.eval_metrics["eval/return"][-1]
+    summary.update({
+        "coop_rate": mean_ci95(coop[last].mean(0)),
+        "coop_rate_per_seed": coop[last].mean(0).round(4).tolist(),
+        "final_eval_return": mean_ci95(final_eval),
+        "final_eval_return_per_seed": np.round(final_eval, 4).tolist(),
+        "coop_rate_curve": {"episodes": result.episodes.tolist(),
+                            "mean": coop.mean(-1).round(4).tolist()},
+    })
     if alg == "iqflow":
         table_rows = [(episode, tables) for episode, tables in result.probes]
-    else:
-        original = np.broadcast_to(PAYOFFS[game], (args.seeds, 5, 2, 2, 2))
-        table_rows = [(episode, {"payoff": original}) for episode in result.episodes]
-    final = table_rows[-1][1]
-    payoff = dilemma_summary(final["payoff"])
-    summary["payoff_dilemma_removed"] = payoff["all_states"]
-    summary["payoff_dilemma_removed_per_state"] = payoff["per_state"]
-    summary["payoff_seed_min_margin"] = payoff["seed_min_margin"]
-    # Each seed's final tables `[seed, state, a0, a1, player]`, to trace failures.
-    summary["final_tables"] = {k: np.asarray(v).round(4).tolist() for k, v in final.items()}
-    if alg == "iqflow":
-        q = dilemma_summary(final["q_ind"])
-        summary["q_dilemma_removed"] = q["all_states"]
-        summary["q_dilemma_removed_per_state"] = q["per_state"]
-        summary["q_seed_min_margin"] = q["seed_min_margin"]
+        if not table_rows:  # resumed from a checkpoint written before they were saved
+            print(f"{game}: no tables were read after the chunks of this run (a checkpoint "
+                  "from before they travelled in it): rerun it for them", file=sys.stderr)
+            return summary
         write_tables_and_plots(args, game, table_rows, result.episodes, coop)
     else:
-        summary["q_dilemma_removed"] = None
-    summary["coop_rate_curve"] = {"episodes": result.episodes.tolist(),
-                                  "mean": coop.mean(-1).round(4).tolist()}
-    return summary
+        original = np.broadcast_to(PAYOFFS[game], (seeds, 5, 2, 2, 2))
+        table_rows = [(episode, {"payoff": original}) for episode in result.episodes]
+    final = table_rows[-1][1]
+    return {
+        **summary,
+        # Each seed's final tables `[seed, state, a0, a1, player]`, to trace failures.
+        "final_tables": {k: np.asarray(v).round(4).tolist() for k, v in final.items()},
+        **dilemma_figures(final),
+    }
+
+
+def dilemma_figures(final: dict) -> dict:
+    """Whether the final payoff (and IQ-Flow's Q_ind) tables `[seed, ...]` keep the
+    dilemma: the fraction of seeds free of it everywhere, per state, each seed's margin."""
+    out = {"q_dilemma_removed": None}  # no Q tables: no mechanism
+    for kind, prefix in (("payoff", "payoff"), ("q_ind", "q")):
+        if kind in final:
+            summary = dilemma_summary(np.asarray(final[kind]))
+            out[f"{prefix}_dilemma_removed"] = summary["all_states"]
+            out[f"{prefix}_dilemma_removed_per_state"] = summary["per_state"]
+            out[f"{prefix}_seed_min_margin"] = summary["seed_min_margin"]
+    return out
 
 
 def rows(args: Args) -> dict:
@@ -264,7 +290,13 @@ def write_tables_and_plots(args: Args, game: str, table_rows, episodes, coop) ->
         fig.savefig(os.path.join(args.plots, f"{game}_{kind}_tables.png"), dpi=110)
         plt.close(fig)
 
-    # R - T and S - P over training, for the payoffs and for Q_ind (paper Fig. 4).
+    plot_dilemma_curves(args, game, table_rows, episodes, coop)
+
+
+def plot_dilemma_curves(args: Args, game: str, table_rows, episodes, coop) -> None:
+    """R - T and S - P over training, for the payoffs and for Q_ind (paper Fig. 4)."""
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(2, 6, figsize=(20, 6.5), squeeze=False)
     eps = np.array([e for e, _ in table_rows])
     curves = dilemma_curves(table_rows)
@@ -297,33 +329,63 @@ def write_tables_and_plots(args: Args, game: str, table_rows, episodes, coop) ->
 
 # --- entry point ---------------------------------------------------------------------------
 
-def main(args: Args) -> dict:
-    games = MATRIX_GAMES if args.game == "all" else (args.game,)
-    algs = ("iqflow", "none") if args.alg == "both" else (args.alg,)
+def merge_run(parts: list[dict]) -> dict:
+    """One game's run of one algorithm from runs of disjoint seed ranges: every
+    seed's figures recomputed (the tables drawn over training are each file's own)."""
+    if any("final_eval_return_per_seed" not in r for r in parts):
+        raise ValueError("a file predates per-seed evaluation returns in the matrix-game "
+                         "JSON: rerun it to merge")
+    if len({tuple(r["coop_rate_curve"]["episodes"]) for r in parts}) != 1:
+        raise ValueError("the runs trained different chunks; train them as far")
+    seeds = sum(r["seeds"] for r in parts)
+    coop = np.concatenate([r["coop_rate_per_seed"] for r in parts])
+    final_eval = np.concatenate([r["final_eval_return_per_seed"] for r in parts])
+    tables = {k: np.concatenate([r["final_tables"][k] for r in parts])
+              for k in parts[0]["final_tables"]}
+    merged = {**parts[0], "seeds": seeds, "first_seed": parts[0]["first_seed"],
+              "config": {**parts[0]["config"], "num_seeds": seeds},
+              "interrupted": any(r["interrupted"] for r in parts),
+              "alarms": [a for r in parts for a in r["alarms"]],
+              "coop_rate": mean_ci95(coop), "coop_rate_per_seed": coop.tolist(),
+              "final_eval_return": mean_ci95(final_eval),
+              "final_eval_return_per_seed": final_eval.tolist(),
+              "final_tables": {k: v.tolist() for k, v in tables.items()},
+              "coop_rate_curve": {"episodes": parts[0]["coop_rate_curve"]["episodes"],
+                                  "mean": seed_weighted([{**r, "c": r["coop_rate_curve"]["mean"]}
+                                                         for r in parts], "c").round(4).tolist()},
+              "episodes_per_s": sum_or_none(r["episodes_per_s"] for r in parts),
+              "env_steps_per_s": sum_or_none(r["env_steps_per_s"] for r in parts),
+              "compile_s": max(r["compile_s"] or 0.0 for r in parts), "wandb_dir": None}
+    return {**merged, **dilemma_figures(tables)}
+
+
+def check_args(args: Args) -> None:
     if args.sweep:
         raise ValueError("--sweep is wired into benchmarks.escape_room and benchmarks.cleanup; "
                          "the matrix-game tables are per run: give each value its own run")
-    if args.resume or args.stop_after is not None:
-        raise ValueError("matrix-game runs take minutes and their per-chunk payoff tables "
-                         "live on the host only: --resume and --stop-after are not offered "
-                         "here (--checkpoint-dir still saves the runs)")
-    args = join_job(args)  # several hosts: before any device is touched
-    names = run_names(args, list(algs))
-    for game in games:  # every config is checked before anything compiles
-        check_runs(args, names, lambda a, alg, recipe, taken, game=game: make_config(
-            a, game, alg, recipe, taken), rows(args), f"--alg {args.alg} on the matrix games")
-    results: dict = {"args": dataclasses.asdict(args), "games": {}}
-    try:
-        for game in games:
-            for name, alg, recipe in names:
-                results["games"].setdefault(game, {})[name] = run_one(args, game, alg, recipe,
-                                                                      name)
-    except KeyboardInterrupt:
-        print("interrupted: writing the results of the finished runs only")
-        results["interrupted"] = True
-    write_json(args.out, results)
-    print_summary(results)
-    return results
+
+
+def algorithms(args: Args) -> list[str]:
+    check_args(args)
+    return ["iqflow", "none"] if args.alg == "both" else [args.alg]
+
+
+BENCHMARK = Benchmark(
+    experiment=lambda args: f"--alg {args.alg} on the matrix games",
+    algorithms=algorithms,
+    make_config=lambda args, alg, recipe, taken, game: make_config(args, game, alg, recipe,
+                                                                   taken),
+    rows=rows,
+    run=lambda args, game, name, alg, recipe: {name: run_one(args, game, alg, recipe, name)},
+    merge_run=merge_run,
+    outputs=lambda args, payload: print_summary(payload),
+    groups=lambda args: list(MATRIX_GAMES if args.game == "all" else (args.game,)),
+    results_key="games",
+)
+
+
+def main(args: Args) -> dict:
+    return driver.main(BENCHMARK, args)
 
 
 def print_summary(results: dict) -> None:
@@ -332,12 +394,17 @@ def print_summary(results: dict) -> None:
           "episodes/s  env_steps/s  compile_s")
     for game, algs in results["games"].items():
         for alg, r in algs.items():
+            if "coop_rate" not in r:  # stopped before its first evaluation
+                print(f"{game:<10} {alg:<{width}} stopped after {r['episodes']} episodes")
+                continue
             lo, hi = r["coop_rate"]["ci95"]
-            q = "-" if r["q_dilemma_removed"] is None else f"{r['q_dilemma_removed']:.2f}"
+            rate = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            q = rate(r.get("q_dilemma_removed"), ".2f")  # none without a mechanism or tables
+            payoff = rate(r.get("payoff_dilemma_removed"), ".2f")
             print(f"{game:<10} {alg:<{width}} {r['coop_rate']['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
-                  f"     {r['payoff_dilemma_removed']:.2f}            {q:<9}  "
-                  f"{r['episodes_per_s']:10.1f}  {r['env_steps_per_s']:11.1f}  "
-                  f"{r['compile_s']:.1f}")
+                  f"     {payoff:<4}            {q:<9}  "
+                  f"{rate(r['episodes_per_s'], '10.1f'):>10}  "
+                  f"{rate(r['env_steps_per_s'], '11.1f'):>11}  {rate(r['compile_s'], '.1f')}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -51,7 +52,23 @@ def _check_name(name: str) -> None:
 
 def make(name: str, **params: Any) -> MultiAgentEnv:
     """Build the environment registered as `name`; unknown names or parameters raise
-    a ValueError that lists what is valid."""
+    a ValueError that lists what is valid. Environments hold no mutable state, so one
+    built for the same name and parameters is handed out again (a run's config is
+    validated, swept and traced several times on its way in)."""
+    key = tuple(sorted((k, type(v).__name__, v) for k, v in params.items()))
+    try:
+        hash(key)
+    except TypeError:  # unhashable parameter values: build afresh
+        return _make(name, **params)
+    return _make_cached(name, key)
+
+
+@functools.lru_cache(maxsize=64)
+def _make_cached(name: str, key: tuple) -> MultiAgentEnv:
+    return _make(name, **{k: v for k, _, v in key})
+
+
+def _make(name: str, **params: Any) -> MultiAgentEnv:
     valid = env_parameters(name)
     unknown = sorted(set(params) - set(valid))
     if unknown:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 from functools import cached_property
+from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 from jumanji import specs
 from jumanji.env import Environment
@@ -23,6 +25,30 @@ class MultiAgentEnv(Environment, abc.ABC):
     num_agents: int
     num_actions: int
     max_steps: int  # an episode never lasts longer than this many steps
+    # Whether `central_state` gives the environment's state as one vector (ID's
+    # designer_input "state", SPEC §7).
+    has_central_state: ClassVar[bool] = False
+
+    def compact(self, state) -> Any:
+        """What a replay buffer stores of `state` to re-render its observations, where
+        that is smaller than them (Cleanup); None: it stores the observations
+        themselves."""
+        del state
+        return None
+
+    def observe_compact(self, *compact) -> jax.Array:
+        """The observations [N, *obs] of a state from what `compact` gave of it."""
+        raise NotImplementedError(f"{type(self).__name__} stores its observations as they are")
+
+    @property
+    def stores_compact(self) -> bool:
+        """Whether `compact` gives a form (the replay then stores it)."""
+        state = jax.eval_shape(lambda: self.reset(jax.random.PRNGKey(0))[0])
+        return jax.eval_shape(self.compact, state) is not None
+
+    def central_state(self, obs: jax.Array) -> jax.Array:
+        """The environment's central state from the observations [..., N, *obs]."""
+        raise NotImplementedError(f"{type(self).__name__} has no central state")
 
     @cached_property
     def action_spec(self) -> specs.MultiDiscreteArray:

@@ -70,6 +70,8 @@ class EscapeRoom(MultiAgentEnv):
         one_hot = jax.nn.one_hot(position, 3, dtype=jnp.float32)  # [N, 3]
         return one_hot[self._view_order].reshape(self.num_agents, -1)
 
+    has_central_state = True
+
     @staticmethod
     def central_state(obs: jax.Array) -> jax.Array:
         """The one-hot position of every agent in id order, f32[..., 3N], from the

@@ -19,7 +19,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 
-from jaxsim import config as config_lib
+import agents as agents_lib
+import mechanism as mechanism_lib
 from jaxsim.config import TrainConfig
 from jaxsim.distributed import global_history, history_target, host_rows
 
@@ -40,10 +41,11 @@ def config_json(config: TrainConfig) -> dict:
     return json.loads(json.dumps(out))  # tuples -> lists, as they come back from disk
 
 
-# The agent and mechanism config classes a checkpoint's config may name.
-_PART_TYPES = {cls.__name__: cls for cls in (
-    config_lib.PGConfig, config_lib.ACConfig, config_lib.NoMechanismConfig,
-    config_lib.SharedRewardConfig, config_lib.IQFlowConfig, config_lib.IDConfig)}
+def _part_types(part: str) -> dict[str, type]:
+    """The config classes a checkpoint's `part` ("agent", "mechanism") may name: the
+    registered ones, by class name."""
+    registry = agents_lib.AGENTS if part == "agent" else mechanism_lib.MECHANISMS
+    return {cls.__name__: cls for cls in registry}
 
 
 def _fields_from_json(kind, saved: dict) -> dict:
@@ -58,7 +60,7 @@ def config_from_json(saved: dict) -> TrainConfig:
     which take their defaults)."""
     parts = {}
     for part in ("agent", "mechanism"):
-        kind = _PART_TYPES.get(saved.get(f"{part}_type"))
+        kind = _part_types(part).get(saved.get(f"{part}_type"))
         if kind is None:
             raise CheckpointError(f"the checkpoint's config names an unknown {part} type "
                                   f"{saved.get(f'{part}_type')!r}")

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jumanji.types import StepType
 
-from jaxsim.types import Trajectory
+from agents.base import Trajectory
 
 
 def rollout(env, agent, mechanism, agent_params, mechanism_state, key: jax.Array) -> Trajectory:
@@ -19,7 +19,6 @@ def rollout(env, agent, mechanism, agent_params, mechanism_state, key: jax.Array
     reset_key, steps_key = jax.random.split(key)
     env_state, first = env.reset(reset_key)
     num_agents = env.num_agents
-    compact = getattr(env, "compact", None)  # environments whose replay stores less
 
     def step(carry, step_key):
         env_state, obs, alive = carry
@@ -36,8 +35,8 @@ def rollout(env, agent, mechanism, agent_params, mechanism_state, key: jax.Array
             next_obs=timestep.observation,
             done=(last & (timestep.discount[0] == 0.0)).astype(jnp.float32) * live,
             mask=live,
-            compact=None if compact is None else compact(env_state),
-            compact_next=None if compact is None else compact(next_state),
+            compact=env.compact(env_state),  # None unless the replay stores less (Cleanup)
+            compact_next=env.compact(next_state),
         )
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(alive, n, o), new, old)
         carry = (keep(next_state, env_state), keep(timestep.observation, obs), alive & ~last)

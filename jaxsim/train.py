@@ -9,6 +9,8 @@ Episodes run as `lax.scan` chunks; seeds are a `vmap` axis added outside; the ho
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -16,9 +18,11 @@ from flax import struct
 import agents as agents_lib
 import envs_jax
 import mechanism as mechanism_lib
-from jaxsim.config import TrainConfig, matmul_precision_scope, replay_capacity, validate
+from jaxsim.config import TrainConfig, matmul_precision_scope, validate
 from jaxsim.rollout import rollout
+from jaxsim.schedule import Schedule
 from jaxsim.types import Trajectory, agent_view
+from mechanism import Frozen, ReadsAgents
 
 EVAL_KEY_SALT = 0x5EED
 AGENT_RESET_SALT = 0xA6E7
@@ -35,18 +39,47 @@ class TrainState:
     episode: jax.Array  # i32[] episodes completed
 
 
+@struct.dataclass
+class EpisodeMetrics:
+    """What every episode step reports of its episode, typed. In the run's metrics
+    (logs, JSON, `RunResult.metrics`) each field is named as itself, but
+    `total_return` as "return"; `RunResult.episode` reads them back as this type."""
+
+    total_return: jax.Array  # f32[]: environment rewards only, summed over agents
+    return_per_agent: jax.Array  # f32[N]
+    incentive_per_agent: jax.Array  # f32[N]
+    action_freq: jax.Array  # f32[N, A]: the fraction of the episode's steps
+    incentive_by_action_sum: jax.Array  # f32[N, A]: incentive paid for each action
+    episode_length: jax.Array  # f32[]
+
+    NAMES = {"total_return": "return"}  # field -> metric name, where they differ
+
+    @classmethod
+    def of(cls, traj: Trajectory, num_actions: int) -> "EpisodeMetrics":
+        one_hot = jax.nn.one_hot(traj.action, num_actions) * traj.mask[:, None, None]  # [T, N, A]
+        steps = jnp.maximum(traj.mask.sum(), 1.0)
+        return cls(total_return=traj.reward.sum(), return_per_agent=traj.reward.sum(0),
+                   incentive_per_agent=traj.incentive.sum(0), action_freq=one_hot.sum(0) / steps,
+                   incentive_by_action_sum=(traj.incentive[:, :, None] * one_hot).sum(0),
+                   episode_length=traj.mask.sum())
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [cls.NAMES.get(f.name, f.name) for f in dataclasses.fields(cls)]
+
+    def as_metrics(self) -> dict:
+        return {self.NAMES.get(name, name): value for name, value in vars(self).items()}
+
+    @classmethod
+    def from_metrics(cls, metrics: dict) -> "EpisodeMetrics":
+        """The fields out of a metrics dict (any leading axes: chunks, runs)."""
+        return cls(**{f.name: metrics[cls.NAMES.get(f.name, f.name)]
+                      for f in dataclasses.fields(cls)})
+
+
 def episode_metrics(traj: Trajectory, num_actions: int) -> dict:
-    """Per-episode summaries; the total return counts environment rewards only."""
-    one_hot = jax.nn.one_hot(traj.action, num_actions) * traj.mask[:, None, None]  # [T, N, A]
-    steps = jnp.maximum(traj.mask.sum(), 1.0)
-    return {
-        "return": traj.reward.sum(),
-        "return_per_agent": traj.reward.sum(0),
-        "incentive_per_agent": traj.incentive.sum(0),
-        "action_freq": one_hot.sum(0) / steps,
-        "incentive_by_action_sum": (traj.incentive[:, :, None] * one_hot).sum(0),
-        "episode_length": traj.mask.sum(),
-    }
+    """Per-episode summaries by name (EpisodeMetrics)."""
+    return EpisodeMetrics.of(traj, num_actions).as_metrics()
 
 
 class Experiment:
@@ -60,8 +93,9 @@ class Experiment:
         self.config = config
         self.env = envs_jax.make(config.env, **dict(config.env_params))
         self.agent = agents_lib.make(config.agent, self.env)
-        capacity = replay_capacity(config, self.env.max_steps)
-        self.mechanism = mechanism_lib.make(config.mechanism, self.env, capacity, self.agent)
+        mechanism = mechanism_lib.make(config.mechanism, self.env, config, self.agent)
+        # Fig. 10's pretrained incentives pay fresh agents unchanged.
+        self.mechanism = Frozen(mechanism) if config.freeze_mechanism else mechanism
 
     def init(self, key: jax.Array) -> TrainState:
         with matmul_precision_scope(self.config.matmul_precision):
@@ -81,16 +115,12 @@ class Experiment:
         key, rollout_key, mechanism_key = jax.random.split(state.key, 3)
         traj = rollout(self.env, self.agent, self.mechanism, state.agents.params,
                        state.mechanism, rollout_key)
-        reads_agents = {"agent_state": state.agents} if getattr(
-            self.mechanism, "reads_agents", False) else {}  # ID only, by declaration
-        if self.config.freeze_mechanism:
-            mechanism_state, mechanism_metrics = state.mechanism, {}
-        else:
-            mechanism_state, mechanism_metrics = self.mechanism.update(
-                state.mechanism, traj, mechanism_key, **reads_agents)
-        shared = getattr(self.mechanism, "shares_rewards", False)
+        # The agents' train states reach only the kind of mechanism declared to read them (ID).
+        reads = {"agent_state": state.agents} if isinstance(self.mechanism, ReadsAgents) else {}
+        mechanism_state, mechanism_metrics = self.mechanism.update(
+            state.mechanism, traj, mechanism_key, **reads)
         agents, agent_metrics = jax.vmap(self.agent.update)(
-            state.agents, agent_view(traj, shared_reward=shared))
+            state.agents, agent_view(traj, reward=self.mechanism.agent_rewards(traj)))
         metrics = episode_metrics(traj, self.env.num_actions)
         metrics.update(mechanism_metrics)
         metrics.update({f"agent/{k}": v for k, v in agent_metrics.items()})
@@ -111,18 +141,18 @@ class Experiment:
         agents = jax.tree.map(lambda f, a: jnp.where(due, f, a), fresh, state.agents)
         return state.replace(agents=agents)
 
-    def run_chunk(self, state: TrainState) -> tuple[TrainState, dict]:
-        """`chunk_episodes` episode steps; metrics are averaged inside the chunk so
-        memory does not grow with the run's length."""
+    def run_chunk(self, state: TrainState, length: int | None = None) -> tuple[TrainState, dict]:
+        """`length` episode steps (default `chunk_episodes`; a run's last chunk may be
+        shorter, `jaxsim.schedule`); metrics are averaged inside the chunk so memory
+        does not grow with the run's length."""
         with matmul_precision_scope(self.config.matmul_precision):
             state = self.maybe_reset_agents(state)
             state, metrics = jax.lax.scan(self.episode_step, state, None,
-                                          length=self.config.chunk_episodes)
+                                          length=length or self.config.chunk_episodes)
         metrics = jax.tree.map(lambda m: m.mean(0), metrics)
-        if not self.config.freeze_mechanism:  # the mechanism's own look at itself, if any
-            with matmul_precision_scope(self.config.matmul_precision):
-                metrics.update(self.mechanism.diagnostics(
-                    state.mechanism, jax.random.fold_in(state.key, DIAGNOSTICS_SALT)))
+        with matmul_precision_scope(self.config.matmul_precision):  # its own look at itself
+            metrics.update(self.mechanism.diagnostics(
+                state.mechanism, jax.random.fold_in(state.key, DIAGNOSTICS_SALT)))
         metrics["guard/nonfinite_values"] = nonfinite_count(state)
         return state, metrics
 
@@ -190,26 +220,34 @@ def make_train(config: TrainConfig):
     """A pure `train(key) -> (final_state, chunk_metrics, eval_metrics)` for one seed.
 
     chunk_metrics: each chunk's means, stacked `[num_chunks, ...]`; eval_metrics:
-    `[num_chunks, ...]`, filled after chunks that end on an `eval_period` boundary or
-    end the run, NaN elsewhere. `jax.vmap(train)(seed_keys(config))` runs every seed at once.
+    `[num_chunks, ...]`, filled after the chunks the schedule evaluates
+    (`jaxsim.schedule.Schedule.eval_due`), NaN elsewhere. The chunks are those of the
+    host loop: full ones, then a shorter last one where they do not divide the run.
+    `jax.vmap(train)(seed_keys(config))` runs every seed at once.
     """
     experiment = Experiment(config)
-    num_chunks = config.episodes // config.chunk_episodes
-    eval_every = config.eval_period // config.chunk_episodes
+    schedule = Schedule.of(config)
     eval_shapes = jax.eval_shape(experiment.evaluate, jax.eval_shape(experiment.init,
                                                                      jax.random.PRNGKey(0)))
 
     def skip_eval(state):
         return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), eval_shapes)
 
-    def chunk(state, index):
-        state, metrics = experiment.run_chunk(state)
-        due = ((index + 1) % eval_every == 0) | (index == num_chunks - 1)
-        return state, (metrics, jax.lax.cond(due, experiment.evaluate, skip_eval, state))
+    def chunk(length):
+        def run(state, end):
+            state, metrics = experiment.run_chunk(state, length)
+            due = schedule.eval_due(end)
+            return state, (metrics, jax.lax.cond(due, experiment.evaluate, skip_eval, state))
+        return run
 
     def train(key: jax.Array):
         state = experiment.init(key)
-        state, (metrics, evals) = jax.lax.scan(chunk, state, jnp.arange(num_chunks))
+        ends = config.chunk_episodes * (1 + jnp.arange(schedule.full_chunks))
+        state, out = jax.lax.scan(chunk(config.chunk_episodes), state, ends)
+        if schedule.last_chunk:
+            state, last = chunk(schedule.last_chunk)(state, jnp.asarray(config.episodes))
+            out = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), out, last)
+        metrics, evals = out
         return state, metrics, evals
 
     return train

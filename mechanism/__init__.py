@@ -1,30 +1,40 @@
-"""Mechanisms: who pays incentives and how they learn. `make(config, env, capacity)`."""
+"""Mechanisms: who pays incentives and how they learn, registered by the type of
+their config. `make(config, env, run, agent)` builds the one a config names (the
+agent object reaches only the `ReadsAgents` kind, ID); `check(config, env, run)`
+validates it first.
+
+A new mechanism is a module with its config dataclass and a `mechanism.base.Mechanism`
+subclass (`from_config`, `check_config`, `init`, `incentive`, `update`), and one line
+in MECHANISMS (or `register` at run time).
+"""
 
 from __future__ import annotations
 
-from jaxsim.config import IDConfig, IQFlowConfig, NoMechanismConfig, SharedRewardConfig
-from mechanism.base import Mechanism
+from envs_jax.checks import PartRegistry
+from mechanism.base import Frozen, Mechanism, ReadsAgents
+from mechanism.id import IDConfig, IncentiveDesigner
+from mechanism.iqflow import IQFlow, IQFlowConfig
+from mechanism.none import NoMechanism, NoMechanismConfig, SharedReward, SharedRewardConfig
+
+MECHANISMS = PartRegistry("mechanism", {
+    NoMechanismConfig: NoMechanism,
+    SharedRewardConfig: SharedReward,
+    IQFlowConfig: IQFlow,
+    IDConfig: IncentiveDesigner,
+})
+register = MECHANISMS.register  # register(config_type, mechanism_class)
+mechanism_class = MECHANISMS.lookup  # the mechanism registered for a config's type
 
 
-def make(config, env, replay_capacity: int, agent=None) -> Mechanism:
-    """`agent` is handed only to the mechanisms that declare `reads_agents` (ID)."""
-    from mechanism.id import IncentiveDesigner
-    from mechanism.iqflow import IQFlow
-    from mechanism.none import NoMechanism
-
-    if isinstance(config, NoMechanismConfig):
-        return NoMechanism(env.num_agents)
-    if isinstance(config, SharedRewardConfig):
-        return NoMechanism(env.num_agents, shares_rewards=True)
-    if isinstance(config, IDConfig):
-        return IncentiveDesigner(config, env, agent)
-    if isinstance(config, IQFlowConfig):
-        obs_shape = env.observation_spec.shape[1:]
-        return IQFlow(config, obs_shape, env.num_agents, env.num_actions, replay_capacity, env)
-    raise ValueError(
-        f"no mechanism for config type {type(config).__name__}; valid: "
-        "NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig"
-    )
+def check(config, env, run) -> None:
+    mechanism_class(config).check_config(config, env, run)
 
 
-__all__ = ["Mechanism", "make"]
+def make(config, env, run, agent=None) -> Mechanism:
+    cls = mechanism_class(config)
+    if issubclass(cls, ReadsAgents):
+        return cls.from_config(config, env, run, agent)
+    return cls.from_config(config, env, run)
+
+
+__all__ = ["MECHANISMS", "Frozen", "Mechanism", "ReadsAgents", "check", "make", "register"]

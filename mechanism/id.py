@@ -17,15 +17,105 @@ rebuilt actor step with the agent's updated critic.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
+from agents.ac import ACConfig
+from agents.base import Trajectory, agent_view
 from agents.networks import JointNet, joint_action_one_hot
 from agents.pg import discounted_reward_to_go
-from jaxsim.config import IDConfig
-from jaxsim.types import Trajectory, agent_view
+from envs_jax import checks
+from mechanism.base import ReadsAgents, check_conv_layout
+
+
+@dataclass(frozen=True)
+class IDConfig:
+    """The ID baseline (SPEC §4): an on-policy meta-gradient through each agent's own
+    last SGD step. Defaults are the Escape Room values."""
+
+    incentive_hidden: tuple[int, ...] = (64, 32)
+    lr_meta: float = 7.93e-4  # Adam on the outer (team-return) loss
+    lr_cost: float = 6.03e-5  # a separate Adam on the incentive cost
+    gamma: float = 0.99
+    incentive_max: float = 2.0  # r_inc = incentive_max * |tanh(.)|
+    output_scale: float = 0.01  # orthogonal scale of the last layer: starts near zero
+    conv_filters: int = 0  # as IQFlowConfig.conv_filters
+    cost_weight: float = 0.0  # the cost's weight inside the meta loss (Cleanup: 1e-4)
+    # What weights log pi in the outer loss: "return", the discounted team return-to-go
+    # (ER), or "td_error", a centralised critic's TD error on the team reward (Cleanup),
+    # the critic V(all observations) learning by TD(0) with Adam at lr_critic.
+    # "per_step" (SPEC §6 row 4): each step's log pi weighted by gamma^t R_team,t,
+    # that step's team reward alone, as the IQ-Flow authors' ID on ER.
+    outer_weight: Literal["return", "td_error", "per_step"] = "return"
+    critic_hidden: tuple[int, ...] = (64, 64)
+    lr_critic: float = 2.4e-5
+    # Which episode the cost charges (SPEC §6 row 5): "new", episode k+1 that the
+    # outer loss scores (SPEC §4), or "rebuilt", episode k of the rebuilt inner step.
+    cost_episode: Literal["new", "rebuilt"] = "new"
+    # "agent": one incentive per agent (SPEC §4); "action" (SPEC §7): one per action,
+    # shared by all agents, agent i receiving output[a_i], and the cost charged on
+    # every output of every step, before the incentive_max scale, as the ID authors'.
+    output_type: Literal["agent", "action"] = "agent"
+    activation: Literal["abs_tanh", "sigmoid"] = "abs_tanh"  # r = max * act(.)
+    init: Literal["orthogonal", "glorot"] = "orthogonal"  # glorot: no output bias (SPEC §7)
+    # What the incentive net sees beside the joint action: "observations", every
+    # agent's (SPEC §4), or "state", the environment's central state (SPEC §7: on ER
+    # the one-hot position of every agent in id order).
+    designer_input: Literal["observations", "state"] = "observations"
+    # SPEC §6 row 8 (ID on Cleanup): None, the team critic bootstraps from itself;
+    # a number, from a Polyak target moved by this much per step.
+    critic_polyak: float | None = None
+    critic_conv_filters: int | None = None  # None: conv_filters (row 8: 2 x 6)
+    # The critic inside the rebuilt actor step (actor-critic agents): "before", that of
+    # the agent state that played episode k (SPEC §4); "after", the agent's critic once
+    # updated on episode k, the one its real actor step used (SPEC §6 row 8).
+    inner_critic: Literal["before", "after"] = "before"
+
+
+def check(mech: IDConfig, env, run) -> None:
+    """Raise ValueError on an ID config that cannot work with `env` and `run`'s agents."""
+    check_conv_layout(mech, env, run.env)
+    checks.hidden_layers("mechanism.incentive_hidden", mech.incentive_hidden)
+    checks.hidden_layers("mechanism.critic_hidden", mech.critic_hidden)
+    for name in ("lr_meta", "incentive_max", "output_scale", "lr_critic"):
+        checks.positive(f"mechanism.{name}", getattr(mech, name))
+    checks.non_negative("mechanism.lr_cost", mech.lr_cost)
+    checks.non_negative("mechanism.cost_weight", mech.cost_weight)
+    checks.finite_in("mechanism.gamma", mech.gamma, 0, 1)
+    checks.choice("mechanism.outer_weight", mech.outer_weight, ("return", "td_error", "per_step"))
+    checks.choice("mechanism.cost_episode", mech.cost_episode, ("new", "rebuilt"))
+    checks.choice("mechanism.output_type", mech.output_type, ("agent", "action"))
+    checks.choice("mechanism.activation", mech.activation, ("abs_tanh", "sigmoid"))
+    checks.choice("mechanism.init", mech.init, ("orthogonal", "glorot"))
+    checks.choice("mechanism.designer_input", mech.designer_input, ("observations", "state"))
+    checks.choice("mechanism.inner_critic", mech.inner_critic, ("before", "after"))
+    if mech.critic_polyak is not None:
+        checks.finite_in("mechanism.critic_polyak", mech.critic_polyak, 0, 1, low_open=True)
+    if mech.critic_conv_filters is not None:
+        checks.positive_int("mechanism.critic_conv_filters", mech.critic_conv_filters)
+    checks.require(mech.designer_input == "observations" or env.has_central_state,
+                   f"mechanism.designer_input 'state' needs an environment with a central "
+                   f"state (escape_room); {run.env} has none: use 'observations'")
+    checks.require(mech.inner_critic == "before" or isinstance(run.agent, ACConfig),
+                   "mechanism.inner_critic 'after' rebuilds an actor-critic step with its "
+                   "updated critic; these agents have no critic: use 'before'")
+    checks.require(mech.init == "orthogonal" or not mech.conv_filters,
+                   "mechanism.init 'glorot' is the ID authors' MLP head; conv heads are "
+                   "orthogonal: use 'orthogonal'")
+    checks.require(mech.init == "orthogonal" or mech.output_scale == IDConfig.output_scale,
+                   "mechanism.output_scale scales an orthogonal last layer; with init "
+                   "'glorot' it would do nothing: leave it at its default")
+    checks.require(mech.outer_weight == "td_error" or (mech.critic_polyak is None and
+                                                       mech.critic_conv_filters is None),
+                   "mechanism.critic_polyak and critic_conv_filters shape the team critic of "
+                   "outer_weight 'td_error'; this config has none")
+    checks.require(mech.critic_conv_filters is None or mech.conv_filters > 0,
+                   "mechanism.critic_conv_filters needs image observations (conv_filters > 0)")
 
 
 @struct.dataclass
@@ -54,8 +144,13 @@ class IDStateWithTarget(IDState):
     critic_target: dict | None = None
 
 
-class IncentiveDesigner:
-    reads_agents = True
+class IncentiveDesigner(ReadsAgents):
+    check_config = staticmethod(check)
+
+    @classmethod
+    def from_config(cls, config: IDConfig, env, run, agent=None) -> "IncentiveDesigner":
+        del run
+        return cls(config, env, agent)
 
     def __init__(self, config: IDConfig, env, agent):
         if agent is None or not hasattr(agent, "inner_loss"):

@@ -1,13 +1,27 @@
-"""No mechanism: agents learn from the environment reward alone, or, with
-`shares_rewards`, each from the sum of everyone's (the shared-reward baseline)."""
+"""No mechanism: agents learn from the environment reward alone; and the
+shared-reward baseline, where each learns from the sum of everyone's."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxsim.types import Trajectory
+from agents.base import Trajectory, team_reward
+from mechanism.base import Mechanism
+
+
+@dataclass(frozen=True)
+class NoMechanismConfig:
+    """No incentives: agents learn from the environment reward alone."""
+
+
+@dataclass(frozen=True)
+class SharedRewardConfig:
+    """No incentives, and every agent learns from the sum of all agents' environment
+    rewards: the paper's upper bound on Cleanup (SPEC §2)."""
 
 
 @struct.dataclass
@@ -15,10 +29,14 @@ class NoMechanismState:
     pass
 
 
-class NoMechanism:
-    def __init__(self, num_agents: int, shares_rewards: bool = False):
+class NoMechanism(Mechanism):
+    def __init__(self, num_agents: int):
         self.num_agents = num_agents
-        self.shares_rewards = shares_rewards  # read by the engine's agent_view
+
+    @classmethod
+    def from_config(cls, config, env, run) -> "NoMechanism":
+        del config, run
+        return cls(env.num_agents)
 
     def init(self, key: jax.Array) -> NoMechanismState:
         del key
@@ -32,6 +50,9 @@ class NoMechanism:
         del traj, key
         return state, {}
 
-    def diagnostics(self, state, key: jax.Array) -> dict:
-        del state, key
-        return {}
+
+class SharedReward(NoMechanism):
+    """Pays nothing, and rewrites what the agents learn from: the team's reward."""
+
+    def agent_rewards(self, traj: Trajectory) -> jax.Array:
+        return team_reward(traj)

@@ -65,7 +65,7 @@ def example_transition(env, compact: bool = False) -> Transition:
 def render_rows(env, rows: Transition) -> Transition:
     """Rows sampled from a compact buffer with their observations rendered, action
     int32 and done float32, i.e. what the learners read."""
-    render = jax.vmap(env.render)
+    render = jax.vmap(env.observe_compact)
     return rows.replace(obs=render(*rows.obs), next_obs=render(*rows.next_obs),
                         action=rows.action.astype(jnp.int32),
                         done=rows.done.astype(jnp.float32))

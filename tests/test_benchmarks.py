@@ -43,7 +43,6 @@ def test_matrix_games_benchmark_writes_json_plots_and_tables(tmp_path):
 def test_cli_rejects_bad_input_before_compiling():
     for argv, message in ((["--seeds", "-2"], "num_seeds must be an integer >= 1"),
                           (["--game", "go"], "invalid choice"),
-                          (["--episodes", "50"], "multiple of chunk_episodes"),
                           (["--recipe", "lio"], "invalid choice"),
                           (["--recipe", "id_authors"], "does not apply to the matrix games")):
         proc = subprocess.run([sys.executable, "-m", "benchmarks.matrix_games", *argv,
@@ -51,6 +50,26 @@ def test_cli_rejects_bad_input_before_compiling():
                               timeout=120)
         assert proc.returncode != 0
         assert message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(400)
+def test_every_benchmark_trains_any_number_of_episodes(tmp_path):
+    """A researcher's natural numbers work: here none is a multiple of the
+    benchmark's chunk (30, 250 and 100 episodes), so each run ends with a shorter
+    chunk, evaluated."""
+    from benchmarks import cleanup, escape_room
+
+    common = dict(seeds=2, wandb_mode="disabled", progress=False)
+    games = matrix_games.main(matrix_games.Args(game="ipd", alg="none", episodes=7,
+                                                plots=str(tmp_path / "m"), **common))
+    assert games["games"]["ipd"]["none"]["episodes"] == 7
+    room = escape_room.main(escape_room.Args(n=3, m=1, alg="pg", episodes=7,
+                                             plots=str(tmp_path / "e"), **common))
+    clean = cleanup.main(cleanup.Args(alg="ac", episodes=3, plots=str(tmp_path / "c"), **common))
+    for result in (room["algorithms"]["pg"], clean["algorithms"]["ac"]):
+        assert result["episodes"] == result["eval_episodes"][-1] == result["episodes_planned"]
+        assert len(result["final_return_per_seed"]) == 2
 
 
 @pytest.mark.timeout(300)
@@ -394,3 +413,67 @@ def test_incentive_probe_finds_a_saturated_incentive_net(tmp_path):
     with pytest.raises(CheckpointError, match="no such directory"):
         incentive_probe.main(incentive_probe.Args(checkpoint=missing))
     assert not os.path.exists(missing)
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(600)
+def test_matrix_and_cleanup_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
+    """Every benchmark's --merge recombines seeds (here the matrix games and Cleanup;
+    Escape Room above): the parts' merged figures are the whole run's."""
+    from benchmarks import cleanup as cleanup_bench
+
+    def split_and_merge(module, common, key):
+        whole = module.main(module.Args(seeds=3, out=str(tmp_path / "whole.json"), **common))
+        parts = []
+        for first, seeds in ((0, 2), (2, 1)):
+            parts.append(str(tmp_path / f"{key}{first}.json"))
+            module.main(module.Args(seeds=seeds, first_seed=first, out=parts[-1], **common))
+        merged = module.main(module.Args(merge=tuple(parts), out=str(tmp_path / "m.json"),
+                                         plots=str(tmp_path / "merged")))
+        return whole, merged
+
+    common = dict(game="ipd", alg="none", episodes=60, wandb_mode="disabled", progress=False,
+                  plots=str(tmp_path / "mp"))
+    whole, merged = split_and_merge(matrix_games, common, "m")
+    a, b = whole["games"]["ipd"]["none"], merged["games"]["ipd"]["none"]
+    assert b["seeds"] == 3 and b["merged_from"] == 2
+    for key in ("coop_rate_per_seed", "final_eval_return_per_seed", "final_tables",
+                "payoff_dilemma_removed", "payoff_seed_min_margin"):
+        assert a[key] == b[key], key
+    np.testing.assert_allclose(b["coop_rate"]["mean"], a["coop_rate"]["mean"], atol=1e-4)
+    np.testing.assert_allclose(b["coop_rate_curve"]["mean"], a["coop_rate_curve"]["mean"],
+                               atol=1e-4)
+    legacy = json.loads(open(tmp_path / "m2.json").read())  # as written before --merge here
+    del legacy["games"]["ipd"]["none"]["first_seed"]
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match="do not say which seeds they hold"):
+        matrix_games.main(matrix_games.Args(merge=(str(tmp_path / "m0.json"),
+                                                   str(tmp_path / "legacy.json"))))
+
+    common = dict(alg="ac", episodes=2, chunk_episodes=1, eval_period=1, wandb_mode="disabled",
+                  progress=False, plots=str(tmp_path / "cp"))
+    whole, merged = split_and_merge(cleanup_bench, common, "c")
+    a, b = whole["algorithms"]["ac"], merged["algorithms"]["ac"]
+    assert b["seeds"] == 3 and b["merged_from"] == 2 and b["config"] == a["config"]
+    assert a["eval_return_per_seed"] == b["eval_return_per_seed"]
+    for key in ("eval_return_mean", "train_return_mean", "actions_taken_by_action"):
+        np.testing.assert_allclose(b[key], a[key], atol=1e-3, err_msg=key)
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(600)
+def test_matrix_games_stop_and_resume_with_their_tables(tmp_path):
+    """The matrix games take --stop-after and --resume like the others: the tables read
+    after each chunk travel in the checkpoint, so the resumed run's are the whole run's."""
+    common = dict(game="ipd", alg="iqflow", seeds=2, episodes=60, wandb_mode="disabled",
+                  progress=False, plots=str(tmp_path / "p"))
+    whole = matrix_games.main(matrix_games.Args(**common))["games"]["ipd"]["iqflow"]
+    ckpt = str(tmp_path / "ckpt")
+    matrix_games.main(matrix_games.Args(checkpoint_dir=ckpt, stop_after=30, **common))
+    resumed = matrix_games.main(matrix_games.Args(checkpoint_dir=ckpt, resume=True,
+                                                  **common))["games"]["ipd"]["iqflow"]
+    for key in ("coop_rate_per_seed", "final_tables", "coop_rate_curve",
+                "payoff_dilemma_removed", "q_dilemma_removed"):
+        assert resumed[key] == whole[key], key
+    tables = (tmp_path / "p" / "ipd_tables.txt").read_text()
+    assert "payoff after 30 episodes" in tables  # drawn from the first sitting's chunk

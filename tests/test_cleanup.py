@@ -408,7 +408,7 @@ def test_render_depends_only_on_the_compact_state():
     state, ts = ENV7.step(state, jnp.array([CLEAN_ACTION, RIGHT]))
     cells, position = ENV7.compact(state)
     assert cells.dtype == jnp.uint8 and position.dtype == jnp.int8
-    np.testing.assert_array_equal(ENV7.render(cells, position), ts.observation)
+    np.testing.assert_array_equal(ENV7.observe_compact(cells, position), ts.observation)
     assert cells.nbytes + position.nbytes == 49 + 4  # bytes per stored 7x7 state
 
 

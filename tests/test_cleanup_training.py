@@ -111,9 +111,9 @@ def test_compact_replay_stores_117_bytes_a_step_and_renders_the_same_observation
         jax.random.PRNGKey(1))
     cells, position = traj.compact
     assert cells.shape == (12, 7, 7) and cells.dtype == np.uint8
-    rendered = jax.vmap(env.render)(*traj.compact)
+    rendered = jax.vmap(env.observe_compact)(*traj.compact)
     np.testing.assert_array_equal(rendered, traj.obs)
-    np.testing.assert_array_equal(jax.vmap(env.render)(*traj.compact_next), traj.next_obs)
+    np.testing.assert_array_equal(jax.vmap(env.observe_compact)(*traj.compact_next), traj.next_obs)
 
     buffer = replay.init(replay.example_transition(env, compact=True), capacity=64)
     assert replay.bytes_per_row(buffer) == 117

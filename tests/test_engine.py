@@ -110,7 +110,6 @@ BAD_CONFIGS = [
     (dict(env_params={"length": 3}), r"unknown parameter\(s\) \['length'\]"),
     (dict(seed=-1), r"seed must be an integer >= 0"),
     (dict(num_seeds=0), r"num_seeds must be an integer >= 1"),
-    (dict(episodes=25), r"must be a multiple of chunk_episodes"),
     (dict(eval_period=15), r"eval_period \(15\) must be a multiple of chunk_episodes"),
     (dict(mechanism=IQFlowConfig(start_train=100, batch_size=64)), r"start_train.*>= 2 \* batch"),
     (dict(mechanism=IQFlowConfig(expectile=1.0)), r"expectile must be a finite number in \(0, 1\)"),

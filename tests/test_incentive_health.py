@@ -5,6 +5,7 @@ paper's head is flat."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -276,3 +277,25 @@ def test_the_robust_variant_changes_iqflow_only_and_is_refused_elsewhere():
         matrix_games.main(matrix_games.Args(game="ipd", alg="none", logit_bound=5.0))
     with pytest.raises(ValueError, match="--incentive-optimizer does not apply"):
         er_bench.main(er_bench.Args(alg="id", incentive_optimizer="adam", seeds=2))
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(400)
+def test_incentive_health_benchmark_reports_every_seed(tmp_path, capsys):
+    """The diagnosis benchmark end to end on a short IPD run: one health verdict per
+    seed, every diagnostic curve per evaluation, the table's last line."""
+    from benchmarks import incentive_health
+
+    out = tmp_path / "health.json"
+    payload = incentive_health.main(incentive_health.Args(
+        env="ipd", seeds=2, episodes=90, out=str(out), wandb_mode="disabled", progress=False))
+    assert json.loads(out.read_text())["seeds"] == payload["seeds"] == [0, 1]
+    assert len(payload["healthy"]) == 2 and payload["episodes"] == 90
+    assert payload["healthy_fraction"] == sum(payload["healthy"]) / 2
+    curves = payload["curves_at_evals"]
+    assert curves["episodes"] == [90]  # the run's last chunk is evaluated
+    for name in ("slope", "logit_mean", "grad_meta", "dilemma", "eps_floor_fraction"):
+        assert np.asarray(curves[name]).shape[:2] == (1, 2), name
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("healthy fraction: ")
+    with pytest.raises(ValueError, match="one recipe per run"):
+        incentive_health.main(incentive_health.Args(recipe=("paper", "authors")))

@@ -75,6 +75,57 @@ def test_four_cpu_devices_give_the_one_device_numbers(tmp_path):
                                                jax.tree.leaves(single.state.agents)]))
 
 
+LEARNED = """
+import sys, numpy as np, jax
+from jaxsim.runner import run
+from tests.test_sharding import learned_configs
+assert len(jax.devices()) == 4, jax.devices()
+for name, config in learned_configs().items():
+    result = run(config, progress=False)
+    assert result.timing["devices"] == 4
+    np.savez(f"{sys.argv[1]}.{name}.npz", *jax.tree.leaves(result.state))
+"""
+
+
+def learned_configs() -> dict:
+    """IQ-Flow (step B ran) and ID, 4 seeds, a few episodes each."""
+    from jaxsim.config import IDConfig, escape_room
+
+    return {"iqflow": tiny_config(episodes=20, chunk_episodes=10, eval_period=20),
+            "id": escape_room(3, 1, "id", episodes=4, chunk_episodes=2, eval_period=4,
+                              num_seeds=4, seed=5,
+                              mechanism=IDConfig(incentive_hidden=(8,), critic_hidden=(8,)))}
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(600)
+def test_with_a_learning_mechanism_a_seed_keeps_its_numbers_per_device_width(tmp_path):
+    """What holds on several devices for IQ-Flow and ID: a seed's numbers are fixed by
+    how many runs each device trains at once. 4 devices x 4 seeds give seed i exactly
+    the numbers of seed i trained alone on one device; 1 device x 4 seeds (a vmap 4
+    wide) rounds the batched float32 matmuls differently, by an ulp or so per step
+    (benchmarks/RESULTS.md measures how learning amplifies that over training)."""
+    out = tmp_path / "four"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": forced_devices(4)}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", LEARNED, str(out)], env=env, cwd=root, check=True,
+                   timeout=550)
+    for name, config in learned_configs().items():
+        four_devices = np.load(f"{out}.{name}.npz")
+        four_devices = [four_devices[k] for k in four_devices.files]
+        for seed in (0, 3):
+            alone = jax.tree.leaves(run(config.replace(num_seeds=1, first_seed=seed),
+                                        progress=False).state)
+            for a, b in zip(four_devices, alone, strict=True):
+                np.testing.assert_array_equal(a[seed], np.asarray(b)[0], err_msg=name)
+        one_device = jax.tree.leaves(run(config, progress=False).state)
+        for a, b in zip(four_devices, one_device, strict=True):
+            if np.issubdtype(a.dtype, np.floating):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 @pytest.mark.parametrize("group", [3, 0, -2, 2.0, True])
 def test_a_seed_group_that_does_not_split_the_seeds_is_refused_before_compiling(group):
     with pytest.raises(ValueError, match="seed_group"):

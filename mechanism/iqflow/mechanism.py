@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from agents.base import Trajectory
 from agents.networks import JointNet, joint_action_one_hot
-from jaxsim.config import IQFlowConfig
-from jaxsim.types import Trajectory
 from mechanism import replay
+from mechanism.base import Mechanism
+from mechanism.iqflow.config import IQFlowConfig, check, replay_capacity
 from mechanism.iqflow.critics import CriticState, IQLCritic
 from mechanism.iqflow.meta import meta_objective
 
@@ -36,9 +37,18 @@ class IQFlowState:
     buffer: replay.ReplayBuffer
 
 
-class IQFlow:
-    """`env`, when given and able to `compact` its state (Cleanup), makes the replay
-    buffer store compact states and render observations only for sampled rows."""
+class IQFlow(Mechanism):
+    """`env`, when given and one whose replay stores a compact form of its states
+    (`MultiAgentEnv.compact`: Cleanup), makes the buffer store those and render
+    observations only for sampled rows."""
+
+    check_config = staticmethod(check)
+
+    @classmethod
+    def from_config(cls, config: IQFlowConfig, env, run) -> "IQFlow":
+        """Its buffer holds `replay_capacity` transitions, or every one of `run`."""
+        return cls(config, env.observation_spec.shape[1:], env.num_agents, env.num_actions,
+                   replay_capacity(config, run, env.max_steps), env)
 
     def __init__(self, config: IQFlowConfig, obs_shape: tuple[int, ...], num_agents: int,
                  num_actions: int, capacity: int, env=None):
@@ -47,7 +57,7 @@ class IQFlow:
         self.num_agents = num_agents
         self.num_actions = num_actions
         self.capacity = capacity
-        self.env = env if env is not None and hasattr(env, "compact") else None
+        self.env = env if env is not None and env.stores_compact else None
         self.eta_net = JointNet(hidden=tuple(config.incentive_hidden), out=num_agents,
                                 conv_filters=config.conv_filters,
                                 output_scale=config.incentive_output_scale)
@@ -210,6 +220,14 @@ class IQFlow:
         rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
         train = self.transitions(state.buffer, rows[:batch])
         validation = self.transitions(state.buffer, rows[batch:])
+        out, terms = self.gradient_diagnostics(state, train, validation)
+        out.update(self.incentive_diagnostics(state, validation, terms))
+        return out
+
+    def gradient_diagnostics(self, state: IQFlowState, train: replay.Transition,
+                             validation: replay.Transition) -> tuple[dict, dict]:
+        """`diagnostics`' scalars, and step B's terms (with its Q values) on the draw."""
+        cfg = self.config
         names, weights = ["meta", "cost1", "cost2"], [1.0, cfg.c1, cfg.c2]
         if self.penalised:
             names, weights = names + ["logit_penalty"], weights + [cfg.logit_penalty]
@@ -220,11 +238,10 @@ class IQFlow:
             return jnp.stack([terms[name] for name in names]), terms
 
         _, pullback, terms = jax.vjp(terms_of, state.eta, has_aux=True)
-        q_ind_val, q_coop_val, q_env_val = terms["q_ind"], terms["q_coop"], terms["q_env"]
         # One backward pass per term, in sequence (lax.map): the memory of one.
         shares = jax.lax.map(lambda w: pullback(w)[0],
                               jnp.diag(jnp.stack([jnp.asarray(w, jnp.float32) for w in weights])))
-        norm = lambda tree: jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
+        norm = lambda tree: jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))  # noqa: E731
         total = jax.tree.map(lambda g: g.sum(0), shares)
         step, _ = self.eta_optimizer.update(total, state.eta_opt, state.eta)
         out = {f"diag/grad_{name}": norm(jax.tree.map(lambda g, i=i: g[i], shares))
@@ -237,26 +254,30 @@ class IQFlow:
                  for n in nu]
         out["diag/eps_floor_fraction"] = (sum(f.sum() for f in floor)
                                           / sum(f.size for f in floor)).astype(jnp.float32)
+        return out, terms
 
+    def incentive_diagnostics(self, state: IQFlowState, validation: replay.Transition,
+                              terms: dict) -> dict:
+        """`diagnostics`' per-agent figures and its alarm, from the validation rows."""
+        cfg = self.config
         z = self.logits(state.eta, validation.obs, validation.action)  # [B, N]
         slope, steepest = self.slope(z)
         paid = self.activate(z)
-        a_coop = jnp.argmax(q_coop_val, -1)
-        agree = (jnp.argmax(q_env_val, -1) == a_coop).mean(0)
-        dilemma = (jnp.argmax(q_ind_val, -1) != a_coop).mean(0)
+        a_coop = jnp.argmax(terms["q_coop"], -1)
+        agree = (jnp.argmax(terms["q_env"], -1) == a_coop).mean(0)
+        dilemma = (jnp.argmax(terms["q_ind"], -1) != a_coop).mean(0)
         ready = state.buffer.size >= cfg.start_train
         saturated = ((slope.mean(0) < cfg.saturated_slope * steepest)
                      & (paid.std(0) < cfg.flat_incentive * cfg.incentive_max)
                      & (dilemma >= cfg.stuck_dilemma) & ready)
-        out.update({
+        return {
             "diag/logit_mean": z.mean(0), "diag/logit_std": z.std(0),
             "diag/slope": slope.mean(0), "diag/incentive": paid.mean(0),
             "diag/incentive_std": paid.std(0),
             "diag/env_coop_agree": agree.astype(jnp.float32),
             "diag/dilemma": dilemma.astype(jnp.float32),
             "alarm/incentive_saturated": saturated.astype(jnp.float32),
-        })
-        return out
+        }
 
     def update_incentive(self, state: IQFlowState, key: jax.Array):
         """Step B, applied only once the buffer holds `start_train` transitions."""

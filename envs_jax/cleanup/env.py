@@ -6,7 +6,7 @@ others. Maps, spawns, colours and probabilities are the SPEC's; the 7x7 map is t
 IQ-Flow paper's 2-player Cleanup, the 10x10 map LIO's 3-player one.
 
 The state is compact on purpose: the map as small integers (`cells`, u8[H, W], with
-this step's clean-beam cells in the high bit) and the agents' positions. `render`
+this step's clean-beam cells in the high bit) and the agents' positions. `observe_compact`
 turns exactly that into the agents' egocentric RGB windows, so a replay buffer can
 store `compact(state)` (tens of bytes per step) and render only the batch it samples.
 
@@ -22,69 +22,15 @@ from functools import cached_property
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 from jumanji import specs
 from jumanji.types import TimeStep
 
 from envs_jax.base import MultiAgentEnv
-
-# Cell codes of `cells` (the low 7 bits); BEAM_BIT marks this step's clean-beam cells.
-EMPTY, WALL, APPLE, APPLE_CELL, DIRTY, CLEAN = 0, 1, 2, 3, 4, 5
-BEAM_BIT = 0x80
-LEFT, RIGHT, UP, DOWN, STAY, CLEAN_ACTION = range(6)
-ACTION_NAMES = ("left", "right", "up", "down", "stay", "clean")
-MOVES = np.array([[0, -1], [0, 1], [-1, 0], [1, 0], [0, 0], [0, 0]], np.int32)
-
-# RGB by cell code; an apple cell without an apple is drawn as empty ground.
-CELL_COLOURS = np.array([(0, 0, 0), (180, 180, 180), (0, 255, 0), (0, 0, 0),
-                         (113, 75, 24), (99, 156, 194)], np.float32)
-AGENT_COLOURS = np.array([(159, 67, 255), (2, 81, 154), (204, 0, 204)], np.float32)
-BEAM_COLOUR = np.array((100, 255, 255), np.float32)
-
-MAP_7X7 = (
-    "@@@@@@@",
-    "@H  PB@",
-    "@H   B@",
-    "@    B@",
-    "@    B@",
-    "@ P  B@",
-    "@@@@@@@",
-)
-MAP_10X10 = (
-    "@@@@@@@@@@",
-    "@HH   P B@",
-    "@RR    BB@",
-    "@HH     B@",
-    "@RR    BB@",
-    "@HH P   B@",
-    "@RR    BB@",
-    "@HH     B@",
-    "@RRP   BB@",
-    "@@@@@@@@@@",
-)
-_CHAR_CODES = {"@": WALL, "H": DIRTY, "R": CLEAN, "B": APPLE_CELL, " ": EMPTY, "P": EMPTY}
-
-
-def parse_map(rows: tuple[str, ...]) -> np.ndarray:
-    """u8[H, W] cell codes of an ASCII map (the SPEC's legend)."""
-    if len({len(r) for r in rows}) != 1:
-        raise ValueError("every row of the map must have the same length")
-    try:
-        return np.array([[_CHAR_CODES[ch] for ch in row] for row in rows], np.uint8)
-    except KeyError as err:
-        raise ValueError(f"unknown map character {err.args[0]!r}") from None
-
-
-@struct.dataclass
-class CleanupState:
-    """cells: u8[H, W] cell codes, BEAM_BIT on this step's beam cells; position:
-    i32[N, 2] (row, column); step_count: i32[]; key: the environment's own randomness
-    (move conflicts, spawning)."""
-
-    cells: jax.Array
-    position: jax.Array
-    step_count: jax.Array
-    key: jax.Array
+from envs_jax.cleanup.constants import (AGENT_COLOURS, APPLE, APPLE_CELL, BEAM_BIT, CLEAN,
+                                        CLEAN_ACTION, DIRTY, MAP_7X7, MAP_10X10, MOVES, WALL,
+                                        parse_map)
+from envs_jax.cleanup.rendering import map_image, windows
+from envs_jax.cleanup.types import CleanupState
 
 
 class Cleanup(MultiAgentEnv):
@@ -170,27 +116,18 @@ class Cleanup(MultiAgentEnv):
         position i8[N, 2])."""
         return state.cells, state.position.astype(jnp.int8)
 
-    def image(self, cells: jax.Array, position: jax.Array) -> jax.Array:
-        """f32[H, W, 3] of the whole map, colours / 256: cells, then agents, then beams."""
-        rgb = jnp.asarray(CELL_COLOURS / 256.0)[cells & 0x7F]
-        rows, cols = position[:, 0].astype(jnp.int32), position[:, 1].astype(jnp.int32)
-        rgb = rgb.at[rows, cols].set(jnp.asarray(AGENT_COLOURS[: self.num_agents] / 256.0))
-        beam = (cells & BEAM_BIT)[..., None] > 0
-        return jnp.where(beam, jnp.asarray(BEAM_COLOUR / 256.0), rgb)
-
-    def render(self, cells: jax.Array, position: jax.Array) -> jax.Array:
-        """f32[N, 2R+1, 2R+1, 3]: each agent's window centred on itself, unrotated,
-        black outside the map. (Measured: slicing the padded image beats gathering
-        per-window codes and colouring them, on CPU.)"""
-        radius = self.view_radius
-        padded = jnp.pad(self.image(cells, position), ((radius, radius), (radius, radius), (0, 0)))
-        side = 2 * radius + 1
-        window = lambda p: jax.lax.dynamic_slice(padded, (p[0], p[1], jnp.zeros_like(p[0])),
-                                                 (side, side, 3))
-        return jax.vmap(window)(position.astype(jnp.int32))
+    def observe_compact(self, cells: jax.Array, position: jax.Array) -> jax.Array:
+        """f32[N, 2R+1, 2R+1, 3], the agents' observations from a compact state
+        (`compact`): each agent's egocentric window of the map."""
+        return windows(map_image(cells, position), position, self.view_radius)
 
     def observe(self, state: CleanupState) -> jax.Array:
-        return self.render(*self.compact(state))
+        return self.observe_compact(*self.compact(state))
+
+    def render(self, state: CleanupState) -> jax.Array:
+        """f32[H, W, 3]: the whole map as the agents' colours draw it (Jumanji's
+        `render(state)`, as an array)."""
+        return map_image(state.cells, state.position)
 
     # --- dynamics -------------------------------------------------------------------
     def reset(self, key: jax.Array) -> tuple[CleanupState, TimeStep]:
