@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from agents.ac import INDEPENDENT_AC, ACAgent, ACConfig
 from agents.base import Agent, AgentTrajectory, Trajectory, agent_view
+from agents.dqn import DQNAgent, DQNConfig
 from agents.pg import PGAgent, PGConfig
+from agents.ppo import PPOAgent, PPOConfig
 from envs_jax.checks import PartRegistry
 
 AGENTS = PartRegistry("agent", {
     PGConfig: PGAgent,
     ACConfig: ACAgent,
+    PPOConfig: PPOAgent,
+    DQNConfig: DQNAgent,
 })
 register = AGENTS.register  # register(config_type, agent_class)
 agent_class = AGENTS.lookup  # the learner registered for a config's type
@@ -30,4 +34,6 @@ def make(config, env) -> Agent:
 
 
 __all__ = ["AGENTS", "INDEPENDENT_AC", "ACAgent", "ACConfig", "Agent", "AgentTrajectory",
-           "PGAgent", "PGConfig", "Trajectory", "agent_view", "check", "make", "register"]
+           "DQNAgent", "DQNConfig",
+           "PGAgent", "PGConfig", "PPOAgent", "PPOConfig", "Trajectory", "agent_view", "check",
+           "make", "register"]

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.base import AgentTrajectory
+from agents.base import AgentTrajectory, Learner
 from agents.networks import ConvNet
 from envs_jax import checks
 
@@ -67,23 +67,18 @@ class ACState:
     critic_opt: optax.OptState
 
 
-class ACAgent:
+class ACAgent(Learner):
     """One independent actor-critic learner; the engine stacks N on an agent axis."""
 
     check_config = staticmethod(check)
 
     def __init__(self, config: ACConfig, obs_shape: tuple[int, ...], num_actions: int):
-        self.config = config
-        self.obs_shape = tuple(obs_shape)
-        self.num_actions = num_actions
+        super().__init__(config, obs_shape, num_actions)
         self.actor = ConvNet(config.conv_filters, tuple(config.hidden), num_actions)
         self.critic = ConvNet(config.conv_filters, tuple(config.hidden), 1)
         self.actor_optimizer = optax.adam(config.lr_actor)
         self.critic_optimizer = optax.adam(config.lr_critic)
 
-    @classmethod
-    def from_config(cls, config: ACConfig, env) -> "ACAgent":
-        return cls(config, env.observation_spec.shape[1:], env.num_actions)
 
     def init(self, key: jax.Array) -> ACState:
         actor_key, critic_key = jax.random.split(key)

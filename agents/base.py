@@ -83,6 +83,24 @@ def agent_view(traj: Trajectory, shared_reward: bool = False,
     )
 
 
+class Learner:
+    """What the learners built from (config, observation shape, actions) share."""
+
+    def __init__(self, config: Any, obs_shape: tuple[int, ...], num_actions: int):
+        self.config = config
+        self.obs_shape = tuple(obs_shape)
+        self.num_actions = num_actions
+
+    @classmethod
+    def from_config(cls, config: Any, env):
+        return cls(config, env.observation_spec.shape[1:], env.num_actions)
+
+
+def flat_obs(obs: jax.Array, obs_shape: tuple[int, ...]) -> jax.Array:
+    """Observations `[..., *obs_shape]` with each one flattened, for an MLP."""
+    return obs.reshape(obs.shape[: obs.ndim - len(obs_shape)] + (-1,))
+
+
 class Agent(Protocol):
     """Built by `from_config(config, env)` from the config type it is registered
     under (`agents.AGENTS`); `check_config(config, env, run)` raises ValueError on a

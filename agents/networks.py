@@ -21,7 +21,7 @@ def kernel_init(init: str, scale: float = SQRT2):
 
 
 class MLP(nn.Module):
-    """ReLU MLP with orthogonal(sqrt 2) weights and zero biases (SPEC §2).
+    """ReLU (or tanh) MLP with orthogonal(sqrt 2) weights and zero biases (SPEC §2).
 
     `output_scale` sets the orthogonal scale of the last layer only; a near-zero value
     starts an output head close to 0 where a method asks for it. `weight_init="glorot"`:
@@ -32,11 +32,13 @@ class MLP(nn.Module):
     out: int
     output_scale: float = SQRT2
     weight_init: str = "orthogonal"
+    activation: str = "relu"  # or "tanh" (PureJaxRL's PPO)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        act = nn.tanh if self.activation == "tanh" else nn.relu
         for width in self.hidden:
-            x = nn.relu(
+            x = act(
                 nn.Dense(width, kernel_init=kernel_init(self.weight_init),
                          bias_init=nn.initializers.zeros)(x)
             )
@@ -123,9 +125,12 @@ class ConvNet(nn.Module):
     filters: int
     hidden: Sequence[int]
     out: int
+    output_scale: float = SQRT2
+    activation: str = "relu"  # of the MLP after the conv
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nn.relu(Conv3x3(self.filters, name="Conv_0")(x))
         x = x.reshape(x.shape[:-3] + (-1,))
-        return MLP(hidden=self.hidden, out=self.out)(x)
+        return MLP(hidden=self.hidden, out=self.out, output_scale=self.output_scale,
+                   activation=self.activation)(x)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents.base import AgentTrajectory
+from agents.base import AgentTrajectory, Learner, flat_obs
 from agents.networks import MLP
 from envs_jax import checks
 
@@ -70,30 +70,24 @@ def discounted_reward_to_go(reward: jax.Array, mask: jax.Array, gamma: float) ->
     return returns
 
 
-class PGAgent:
+class PGAgent(Learner):
     """One independent PG learner; the engine stacks N of them on an agent axis."""
 
     check_config = staticmethod(check)
 
     def __init__(self, config: PGConfig, obs_shape: tuple[int, ...], num_actions: int):
-        self.config = config
-        self.obs_shape = tuple(obs_shape)
-        self.num_actions = num_actions
+        super().__init__(config, obs_shape, num_actions)
         self.network = MLP(hidden=tuple(config.hidden), out=num_actions, weight_init=config.init)
         # ID's model of this agent's step is plain SGD at `lr` whatever this is (`inner_lr`).
         self.optimizer = {"sgd": optax.sgd, "adam": optax.adam}[config.optimizer](config.lr)
 
-    @classmethod
-    def from_config(cls, config: PGConfig, env) -> "PGAgent":
-        return cls(config, env.observation_spec.shape[1:], env.num_actions)
 
     def init(self, key: jax.Array) -> PGState:
         params = self.network.init(key, jnp.zeros((1, *self.obs_shape), jnp.float32))
         return PGState(params=params, opt_state=self.optimizer.init(params))
 
     def policy(self, params, obs: jax.Array) -> distrax.Categorical:
-        flat = obs.reshape(obs.shape[: obs.ndim - len(self.obs_shape)] + (-1,))
-        return distrax.Categorical(logits=self.network.apply(params, flat))
+        return distrax.Categorical(logits=self.network.apply(params, flat_obs(obs, self.obs_shape)))
 
     def act(self, params, obs: jax.Array, key: jax.Array) -> jax.Array:
         """Sample an action `i32[]` for one observation."""

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+import agents as agents_lib
 from agents.ac import ACConfig
 from agents.base import Trajectory, agent_view
 from agents.networks import JointNet, joint_action_one_hot
@@ -101,6 +102,10 @@ def check(mech: IDConfig, env, run) -> None:
     checks.require(mech.designer_input == "observations" or env.has_central_state,
                    f"mechanism.designer_input 'state' needs an environment with a central "
                    f"state (escape_room); {run.env} has none: use 'observations'")
+    checks.require(hasattr(agents_lib.agent_class(run.agent), "inner_loss"),
+                   f"the ID baseline models each agent's update as one plain SGD step of its "
+                   f"policy-gradient loss; {type(run.agent).__name__} agents declare no such "
+                   "step (inner_loss, inner_lr): ID cannot model them")
     checks.require(mech.inner_critic == "before" or isinstance(run.agent, ACConfig),
                    "mechanism.inner_critic 'after' rebuilds an actor-critic step with its "
                    "updated critic; these agents have no critic: use 'before'")
