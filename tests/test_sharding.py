@@ -102,7 +102,7 @@ def learned_configs() -> dict:
 def test_with_a_learning_mechanism_a_seed_keeps_its_numbers_per_device_width(tmp_path):
     """What holds on several devices for IQ-Flow and ID: a seed's numbers are fixed by
     how many runs each device trains at once. 4 devices x 4 seeds give seed i exactly
-    the numbers of seed i trained alone on one device; 1 device x 4 seeds (a vmap 4
+    the numbers of seed i trained alone on one device (here seed 3); 1 device x 4 seeds (a vmap 4
     wide) rounds the batched float32 matmuls differently, by an ulp or so per step
     (benchmarks/RESULTS.md measures how learning amplifies that over training)."""
     out = tmp_path / "four"
@@ -113,11 +113,11 @@ def test_with_a_learning_mechanism_a_seed_keeps_its_numbers_per_device_width(tmp
     for name, config in learned_configs().items():
         four_devices = np.load(f"{out}.{name}.npz")
         four_devices = [four_devices[k] for k in four_devices.files]
-        for seed in (0, 3):
-            alone = jax.tree.leaves(run(config.replace(num_seeds=1, first_seed=seed),
-                                        progress=False).state)
-            for a, b in zip(four_devices, alone, strict=True):
-                np.testing.assert_array_equal(a[seed], np.asarray(b)[0], err_msg=name)
+        seed = 3
+        alone = jax.tree.leaves(run(config.replace(num_seeds=1, first_seed=seed),
+                                    progress=False).state)
+        for a, b in zip(four_devices, alone, strict=True):
+            np.testing.assert_array_equal(a[seed], np.asarray(b)[0], err_msg=name)
         one_device = jax.tree.leaves(run(config, progress=False).state)
         for a, b in zip(four_devices, one_device, strict=True):
             if np.issubdtype(a.dtype, np.floating):
