@@ -22,11 +22,8 @@ AGENTS = PartRegistry("agent", {
     DQNConfig: DQNAgent,
 })
 register = AGENTS.register  # register(config_type, agent_class)
+check = AGENTS.check  # check(config, env, run): refuses what cannot work
 agent_class = AGENTS.lookup  # the learner registered for a config's type
-
-
-def check(config, env, run) -> None:
-    agent_class(config).check_config(config, env, run)
 
 
 def make(config, env) -> Agent:

@@ -71,3 +71,7 @@ class PartRegistry(dict):
                 return self[kind]
         raise ValueError(f"unknown {self.kind} config {type(config).__name__}; "
                          f"valid: {', '.join(t.__name__ for t in self)}")
+
+    def check(self, config, env, run) -> None:
+        """Raise ValueError on a config its part cannot work with (`check_config`)."""
+        self.lookup(config).check_config(config, env, run)

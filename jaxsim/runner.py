@@ -666,8 +666,9 @@ class _Run:
     def note_alarms(self, metrics: dict, log: dict, length: int) -> None:
         for line in self.watch.update(metrics, self.episode, length):
             tqdm.write(line, file=sys.stderr)
+        self.flagged = self.watch.flagged()  # for the progress bar too
         log.update({f"alarms/{name[len(AlarmWatch.PREFIX):]}": count
-                    for name, count in self.watch.flagged().items()})
+                    for name, count in self.flagged.items()})
 
     def evaluate_now(self, log: dict) -> None:
         eval_metrics = host_rows(self.evaluate(self.state))
@@ -692,7 +693,7 @@ class _Run:
 
     def show(self, length: int, log: dict) -> None:
         self.bar.update(length)
-        stuck = sum(self.watch.flagged().values())
+        stuck = sum(self.flagged.values())
         self.bar.set_postfix(ep_s=f"{self.clock.rate(self.episode, len(self.lay.mine)):.0f}",
                              steps_s=f"{self.clock.steps / self.clock.train_s:.0f}",
                              ret=f"{log['return']:.2f}",

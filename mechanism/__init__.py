@@ -23,11 +23,8 @@ MECHANISMS = PartRegistry("mechanism", {
     IDConfig: IncentiveDesigner,
 })
 register = MECHANISMS.register  # register(config_type, mechanism_class)
+check = MECHANISMS.check  # check(config, env, run): refuses what cannot work
 mechanism_class = MECHANISMS.lookup  # the mechanism registered for a config's type
-
-
-def check(config, env, run) -> None:
-    mechanism_class(config).check_config(config, env, run)
 
 
 def make(config, env, run, agent=None) -> Mechanism:
