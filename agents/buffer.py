@@ -78,9 +78,32 @@ def sample_distinct_rows(key: jax.Array, size: jax.Array, k: int) -> jax.Array:
     size = jnp.maximum(size, k)
     subset_key, order_key = jax.random.split(key)
     draw_keys = jax.random.split(subset_key, k)
+    top = size - k + jnp.arange(k)  # step j chooses from range(top[j] + 1)
+    # Step j's candidate depends only on its own key, so all k are drawn in one call
+    # (the same numbers as drawing each inside the loop); only the cheap "already
+    # taken?" test stays serial. On a GPU that is k loop steps of one fused compare
+    # instead of k random draws, each a chain of small kernels.
+    candidates = jax.vmap(lambda kj, tj: jax.random.randint(kj, (), 0, tj + 1))(
+        draw_keys, top)
 
     def pick(j, chosen):
-        top = size - k + j  # choose from range(top + 1)
+        taken = jnp.any(chosen == candidates[j])
+        return chosen.at[j].set(jnp.where(taken, top[j], candidates[j]).astype(chosen.dtype))
+
+    chosen = jax.lax.fori_loop(0, k, pick, jnp.full((k,), -1, jnp.int32))
+    return jax.random.permutation(order_key, chosen)
+
+
+def sample_distinct_rows_one_by_one(key: jax.Array, size: jax.Array, k: int) -> jax.Array:
+    """`sample_distinct_rows` as first written (to commit 9f5db03): each loop step draws
+    its own candidate. The same rows bit for bit (tests/test_iqflow.py); kept as the
+    reference that `benchmarks.step_profile` times beside today's form."""
+    size = jnp.maximum(size, k)
+    subset_key, order_key = jax.random.split(key)
+    draw_keys = jax.random.split(subset_key, k)
+
+    def pick(j, chosen):
+        top = size - k + j
         candidate = jax.random.randint(draw_keys[j], (), 0, top + 1)
         taken = jnp.any(chosen == candidate)
         return chosen.at[j].set(jnp.where(taken, top, candidate).astype(chosen.dtype))

@@ -1,26 +1,41 @@
 #!/bin/bash
-# The measurements still open that need one GPU, each bounded in time, in the order
-# of what the open issues lack. Usage, from the repository root on a GPU machine:
+# The measurements that need one GPU, in the order issue 18 asks for them, each a
+# piece of at most LIMIT_S seconds (default 540) that keeps what it finished. Usage,
+# from the repository root on a GPU machine:
 #
-#   OUT=results_dir bash benchmarks/gpu_checks.sh [cleanup4096] [er105] [cleanup20k]
+#   OUT=results_dir bash benchmarks/gpu_checks.sh [JOB ...]      (default: profile step)
 #
-# cleanup4096  issue 5: the Cleanup 7x7 IQ-Flow step at 4096 seeds (remat, groups of 512)
-#              beside 64, 256 and 1024 in the same run (ROWS overrides), in seed-episodes
-#              per second (about 4 minutes)
-# er105        issue 3: ER(10, 5) IQ-Flow at 64 seeds, all 20,000 episodes (about 8
-#              minutes on an H200 alone); not checkpointed: 64 seeds' state with the whole
-#              run's replay is 16.6 GB, three kept checkpoints most of the machine's disk
-# cleanup20k   issue 4: Cleanup 7x7 IQ-Flow at 64 seeds, 20,000 episodes (about 12 minutes
-#              of step on an H200 plus evaluation and compilation; checkpointed into
-#              $CKPT, so on a machine that keeps its disk the same command continues it)
+# profile     the kernels one Cleanup 7x7 IQ-Flow episode step launches on this GPU, from
+#             its compiled HLO, today's replay sampler beside the reference (one-by-one)
+#             one; and a jax.profiler trace of one 64-seed chunk ($OUT/trace)
+# step        the step at 64, 256, 1,024 and 4,096 seeds, today's code beside the
+#             reference sampler in one run, float32 matmuls (ROWS overrides the rows)
+# c7_ALG[_RECIPE]
+#             Cleanup 7x7, SEEDS seeds x EPISODES episodes (64 x 20,000), e.g. c7_iqflow,
+#             c7_id, c7_ac, c7_shared, c7_iqflow_authors: checkpointed into
+#             $CKPT/<job>; run the same job again (same OUT or not) and it resumes there
+# fig8        Fig. 8's four cost settings as one sweep program, checkpointed likewise
+# er105       ER(10, 5) IQ-Flow, SEEDS x EPISODES (about 8 minutes on an H200): saved only
+#             when stopped, since 64 seeds' state with the whole run's replay is 16.6 GB
+#             and three kept checkpoints would fill most of the disk
 #
-# Each job is stopped by SIGINT at its time limit (LIMIT_S, default 540 s, and never past
-# DEADLINE_S seconds after this script started, if set), keeps what it finished and writes
-# its JSON to $OUT. JAX's memory pool is raised to 95% of the GPU.
+# The learning jobs use float32 matmuls (PRECISION=default gives the GPU's TF32), so
+# their numbers are the CPU's, seed for seed, up to the devices' rounding.
+#
+# Each job is stopped by SIGINT at its limit (LIMIT_S, and never past DEADLINE_S seconds
+# after this script started, if set); the runner then checkpoints, writes its JSON to
+# $OUT and exits. JAX's memory pool is raised to 95% of the GPU.
+#
+# Dry run on a CPU at tiny sizes (what CI's machine can do in a few minutes):
+#   OUT=/tmp/dry SEEDS=2 EPISODES=4 ROWS="2 2:reference" KROWS="2 2:reference" \
+#     SMALL=1 bash benchmarks/gpu_checks.sh profile step c7_iqflow c7_iqflow fig8 er105
 set -u
 OUT=${OUT:?set OUT to the folder for the JSON and logs}
+SEEDS=${SEEDS:-64}
+EPISODES=${EPISODES:-20000}
+CKPT=${CKPT:-runs/ckpt/gpu}
 T0=$(date +%s)
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$CKPT"
 limit() {  # seconds the next job may run
   local left=${LIMIT_S:-540}
   if [ -n "${DEADLINE_S:-}" ]; then
@@ -30,26 +45,54 @@ limit() {  # seconds the next job may run
   echo $(( left > 1 ? left : 1 ))
 }
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
-common=(--wandb-mode disabled --no-progress)
-for job in "${@:-cleanup4096}"; do
+common=(--wandb-mode disabled --no-progress --seeds "$SEEDS" --episodes "$EPISODES"
+        --matmul-precision "${PRECISION:-float32}")
+# SMALL=1: chunks and evaluations small enough for a dry run's few episodes.
+[ -n "${SMALL:-}" ] && common+=(--chunk-episodes 2 --eval-period 2)
+resumable() {  # JOB EVERY ARGS...: a learning benchmark checkpointed every EVERY chunks,
+  local job=$1 every=$2; shift 2  # resumed if its checkpoint exists
+  local dir="$CKPT/$job"
+  local again=()  # resume only from a written checkpoint (a step folder), not from the
+  # empty folders a piece stopped while compiling leaves behind
+  [ -n "$(find "$dir" -mindepth 2 -maxdepth 2 -type d -name '[0-9]*' 2>/dev/null)" ] &&
+    again=(--resume)
+  timeout -s INT -k 60 "$(limit)" python -m "$@" "${common[@]}" --checkpoint-dir "$dir" \
+    --checkpoint-every "$every" "${again[@]}" --plots "$OUT/plots/$job" --out "$OUT/$job.json"
+}
+jax_info() {
+  python -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, \
+jax.devices())" | tee -a "$OUT/gpu_checks.log"
+}
+jax_info
+for job in "${@:-profile step}"; do
   start=$(date +%s)
   case $job in
-    cleanup4096)
+    profile)
+      timeout -s INT -k 30 "$(limit)" python -m benchmarks.kernel_count --env cleanup_7x7 \
+        --seeds ${KROWS:-64 64:reference} --unroll 20 --out "$OUT/kernels_cleanup_7x7.json" &&
+      timeout -s INT -k 30 "$(limit)" python -m benchmarks.step_profile --env cleanup_7x7 \
+        --seeds "${KROWS%% *}" --unroll 20 --chunk-episodes 5 --timed-chunks 2 \
+        --matmul-precision float32 --trace-dir "$OUT/trace" \
+        --out "$OUT/step_profile_trace.json" ;;
+    step)
       # shellcheck disable=SC2086  # ROWS is a list of rows
       timeout -s INT -k 30 "$(limit)" python -m benchmarks.step_profile --env cleanup_7x7 \
-        --seeds ${ROWS:-64 256 1024:remat 4096:remat:group=512} --unroll 20 \
-        --chunk-episodes 5 --timed-chunks 3 --compile-threads 4 --matmul-size 8192 \
-        --out "$OUT/step_profile_cleanup_7x7_4096.json" ;;
+        --seeds ${ROWS:-64 64:reference 256 256:reference 1024:remat 1024:remat:reference \
+                       4096:remat:group=512 4096:remat:group=512:reference} \
+        --unroll 20 --chunk-episodes 5 --timed-chunks 3 --compile-threads 4 \
+        --matmul-size 8192 --matmul-precision float32 --out "$OUT/step_profile_cleanup_7x7.json" ;;
+    c7_*)
+      spec=${job#c7_}
+      alg=${spec%%_*}
+      recipe=paper
+      [ "$spec" != "$alg" ] && recipe=${spec#*_}
+      resumable "$job" 10 benchmarks.cleanup --map 7x7 --alg "$alg" --recipe "$recipe" ;;
+    fig8)
+      resumable "$job" 10 benchmarks.cleanup --map 7x7 --alg iqflow \
+        --sweep c1=0,0.25 c2=0,1.4924e-4 ;;
     er105)
-      timeout -s INT -k 30 "$(limit)" python -m benchmarks.escape_room --n 10 --m 5 \
-        --alg iqflow --seeds 64 "${common[@]}" --plots "$OUT/plots" \
-        --out "$OUT/escape_room_10_5_iqflow_64.json" ;;
-    cleanup20k)
-      timeout -s INT -k 60 "$(limit)" python -m benchmarks.cleanup --alg iqflow --seeds 64 \
-        --episodes 20000 --checkpoint-dir "${CKPT:-runs/ckpt/cleanup_iq64}" \
-        $( [ -d "${CKPT:-runs/ckpt/cleanup_iq64}/iqflow" ] && echo --resume ) \
-        "${common[@]}" --plots "$OUT/plots" --out "$OUT/cleanup_7x7_iqflow_64.json" ;;
-    *) echo "unknown job $job (cleanup4096, er105, cleanup20k)"; exit 2 ;;
+      resumable "$job" 1000000 benchmarks.escape_room --n 10 --m 5 --alg iqflow ;;
+    *) echo "unknown job $job (profile, step, c7_ALG[_RECIPE], fig8, er105)"; exit 2 ;;
   esac
   echo "$job rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu_checks.log"
 done

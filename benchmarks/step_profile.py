@@ -14,9 +14,11 @@ of the matmul rate.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,10 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents import buffer
 from benchmarks.common import machine_info, write_json
 from jaxsim.config import CLEANUP_MAPS, cleanup, escape_room, validate
 from jaxsim.runner import seed_sharding
 from jaxsim.train import Experiment, over_runs, seed_keys
+from mechanism import replay
 
 
 @dataclass
@@ -39,8 +43,10 @@ class Args:
     m: int = 2
     seeds: tuple[str, ...] = ("4", "64")
     """one row per entry: SEEDS, optionally with ':remat' (recompute the unrolled critic
-    steps' activations in the backward pass) and ':group=G' (run the seeds G at a time,
-    lax.map over groups of a vmap, to fit memory), e.g. 4096:remat:group=1024"""
+    steps' activations in the backward pass), ':group=G' (run the seeds G at a time,
+    lax.map over groups of a vmap, to fit memory) and ':reference' (the replay's
+    distinct rows drawn one by one, as before 2026-12-01, to time today's step beside
+    it in one run), e.g. 4096:remat:group=1024"""
     unroll: tuple[int, ...] = (20, 1)
     """unrolled critic steps K to time; the SPEC's is 20"""
     chunk_episodes: int = 20
@@ -60,6 +66,12 @@ class Args:
     heads), Cleanup 7x7 128 64 984 64 (64 seeds x 2 heads)"""
     compile_threads: int = 1
     """rows compiled at once before any is timed (XLA compiles outside the GIL)"""
+    matmul_precision: str = "default"
+    """the configs' matmul precision: default (TF32 on recent NVIDIA GPUs), float32 (the
+    CPU's arithmetic), tensorfloat32, bfloat16"""
+    trace_dir: str | None = None
+    """write a jax.profiler trace of each row's first timed chunk there (TensorBoard or
+    Perfetto reads it)"""
     out: str | None = None
     """written after every row, so a run stopped part-way keeps the rows it timed"""
 
@@ -69,25 +81,33 @@ class Row:
     seeds: int
     remat: bool = False
     group: int | None = None  # seeds run at once; None: all
+    reference: bool = False  # the replay's distinct rows drawn one by one (the old form)
+
+    def label(self, unroll: int) -> str:
+        return (f"{self.seeds}s_K{unroll}" + ("_remat" if self.remat else "")
+                + (f"_group{self.group}" if self.group else "")
+                + ("_reference" if self.reference else ""))
 
     @classmethod
     def parse(cls, text: str) -> Row:
         head, *options = text.split(":")
         try:
-            seeds, remat, group = int(head), False, None
+            seeds, remat, group, reference = int(head), False, None, False
             for option in options:
                 if option == "remat":
                     remat = True
+                elif option == "reference":
+                    reference = True
                 elif option.startswith("group="):
                     group = int(option.removeprefix("group="))
                 else:
                     raise ValueError(option)
         except ValueError:
-            raise ValueError(f"bad row {text!r}: expected SEEDS[:remat][:group=G], "
-                             "e.g. 4096:remat:group=1024") from None
+            raise ValueError(f"bad row {text!r}: expected SEEDS[:remat][:group=G]"
+                             "[:reference], e.g. 4096:remat:group=1024") from None
         if seeds < 1 or (group is not None and not 1 <= group <= seeds):
             raise ValueError(f"bad row {text!r}: need seeds >= 1 and 1 <= group <= seeds")
-        return cls(seeds, remat, group)
+        return cls(seeds, remat, group, reference)
 
 
 def matmul_gflops(size: int, repeats: int = 20) -> float:
@@ -158,9 +178,27 @@ def make_config(args: Args, row: Row, unroll: int):
         config = cleanup(args.env.removeprefix("cleanup_"), "iqflow", num_seeds=seeds,
                          chunk_episodes=args.chunk_episodes,
                          eval_period=args.chunk_episodes, agent_reset_period=0)
-    return config.replace(mechanism=dataclasses.replace(
-        config.mechanism, unroll_steps=unroll, replay_capacity=args.replay_capacity,
-        remat_unroll=row.remat))
+    return config.replace(matmul_precision=args.matmul_precision,
+                          mechanism=dataclasses.replace(
+                              config.mechanism, unroll_steps=unroll,
+                              replay_capacity=args.replay_capacity, remat_unroll=row.remat))
+
+
+_TRACE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def distinct_rows_sampler(reference: bool):
+    """Trace with the replay's distinct-row sampler of today (or, `reference`, the one
+    that drew its rows one by one); the lock keeps the swap to one trace at a time."""
+    with _TRACE_LOCK:
+        today = replay.sample_distinct_rows
+        replay.sample_distinct_rows = (buffer.sample_distinct_rows_one_by_one if reference
+                                       else today)
+        try:
+            yield
+        finally:
+            replay.sample_distinct_rows = today
 
 
 def prepare(args: Args, row: Row, unroll: int) -> dict:
@@ -173,7 +211,8 @@ def prepare(args: Args, row: Row, unroll: int) -> dict:
     keys = seed_keys(config)
     abstract = jax.eval_shape(init, keys)
     chunk = over_runs(experiment.run_chunk, row.group)
-    traced = jax.jit(chunk, donate_argnums=0, **placed).trace(abstract)  # traced once
+    with distinct_rows_sampler(row.reference):
+        traced = jax.jit(chunk, donate_argnums=0, **placed).trace(abstract)  # traced once
     flops = dot_flops(traced.jaxpr)
     start = time.perf_counter()
     compiled = traced.lower().compile()
@@ -196,8 +235,13 @@ def time_step(args: Args, row: Row, unroll: int, program: dict) -> dict:
     else:
         raise RuntimeError(f"step B did not start within {args.max_warm_chunks} chunks")
     start = time.perf_counter()
-    for _ in range(args.timed_chunks):
-        state, metrics = compiled(state)
+    for index in range(args.timed_chunks):
+        if index == 0 and args.trace_dir:
+            with jax.profiler.trace(os.path.join(args.trace_dir, row.label(unroll))):
+                state, metrics = compiled(state)
+                jax.block_until_ready(metrics)
+        else:
+            state, metrics = compiled(state)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
     del state
@@ -228,7 +272,7 @@ def main(args: Args) -> dict:
     try:
         for index, (row, unroll) in enumerate(rows_wanted):
             result = {"seeds": row.seeds, "unroll_steps": unroll, "remat": row.remat,
-                      "group": row.group}
+                      "group": row.group, "reference_sampler": row.reference}
             try:
                 program = programs[index].result()
                 programs[index] = None  # the executable goes with this row
@@ -248,16 +292,28 @@ def main(args: Args) -> dict:
         interrupted = True
         print(f"interrupted: {len(rows)} of {len(rows_wanted)} rows timed")
     pool.shutdown(wait=False, cancel_futures=True)
+    print_table(args, payload)
+    if interrupted:  # compilations still in flight would hold the exit: abandon them
+        sys.stdout.flush()
+        os._exit(130)
+    return payload
+
+
+def print_table(args: Args, payload: dict) -> None:
+    peak, small = payload["matmul_gflops"], payload["batched_small_matmul_gflops"]
+    shape = payload["batched_small_matmul"]
     name = f"ER({args.n}, {args.m})" if args.env == "escape_room" else args.env
     print(f"\n{name} IQ-Flow episode step on {payload['device']} x {jax.device_count()} "
           f"({payload['cpu_count']} cpus); dense {args.matmul_size}^2 f32 matmul: "
           f"{peak:.1f} GFLOP/s; {shape[0]} x [{shape[1]}x{shape[2]}]@[{shape[2]}x{shape[3]}] "
           f"batched: {small:.1f} GFLOP/s")
-    print("seeds  remat  group   K  ms/seed-ep  seed-ep/s  GFLOP/seed-ep  GFLOP/s  "
+    print("(R: the replay's distinct rows drawn one by one, the reference)")
+    print("seeds   remat  group   K  ms/seed-ep  seed-ep/s  GFLOP/seed-ep  GFLOP/s  "
           "fraction  temp MB/seed  compile s")
-    for r in rows:
-        head = (f"{r['seeds']:>5}  {'yes' if r['remat'] else 'no':>5}  "
-                f"{r['group'] or '-':>5} {r['unroll_steps']:>3}")
+    for r in payload["rows"]:
+        head = (f"{r['seeds']:>5}{'R' if r['reference_sampler'] else ' '} "
+                f"{'yes' if r['remat'] else 'no':>5}  {r['group'] or '-':>5} "
+                f"{r['unroll_steps']:>3}")
         if "error" in r:
             print(f"{head}  {r['error'][:90]}")
             continue
@@ -265,10 +321,6 @@ def main(args: Args) -> dict:
               f"  {r['matmul_gflop_per_seed_episode']:13.3f}  {r['gflops_reached']:7.1f}"
               f"  {r['fraction_of_matmul_rate']:8.3f}  {r['temp_bytes_per_seed'] / 1e6:12.1f}"
               f"  {r['compile_s']:9.1f}")
-    if interrupted:  # compilations still in flight would hold the exit: abandon them
-        sys.stdout.flush()
-        os._exit(130)
-    return payload
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from agents.buffer import sample_distinct_rows_one_by_one
 from jaxsim.config import IQFlowConfig
 from mechanism import replay
 from mechanism.iqflow import IQFlow
@@ -198,6 +199,18 @@ def test_distinct_rows(size):
     for rows in np.asarray(draws):
         assert len(set(rows.tolist())) == 12
         assert rows.min() >= 0 and rows.max() < max(size, 12)
+
+
+@pytest.mark.parametrize("size,k", [(20, 4), (5, 12), (128, 128), (10**6, 256)])
+def test_distinct_rows_drawn_at_once_are_those_drawn_one_by_one(size, k):
+    """The candidates drawn in one call before the loop: the same rows, bit for bit, as
+    drawing each inside the loop, for buffers smaller than, equal to and far larger
+    than the batch (so every run's replay batches are unchanged)."""
+    keys = jax.random.split(jax.random.PRNGKey(size + k), 40)
+    now = jax.jit(jax.vmap(lambda key: replay.sample_distinct_rows(key, jnp.asarray(size), k)))
+    before = jax.jit(jax.vmap(lambda key: sample_distinct_rows_one_by_one(
+        key, jnp.asarray(size), k)))
+    np.testing.assert_array_equal(now(keys), before(keys))
 
 
 def test_distinct_rows_are_uniform():
