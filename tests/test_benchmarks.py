@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -40,16 +39,42 @@ def test_matrix_games_benchmark_writes_json_plots_and_tables(tmp_path):
     assert "payoff after 30 episodes" in tables and "q_ind after 60 episodes" in tables
 
 
-def test_cli_rejects_bad_input_before_compiling():
+def _run_module(module: str, argv: list[str], capsys) -> tuple[int, str]:
+    """`python -m module *argv` in this process (runpy, as `-m` does; no new interpreter
+    to start and import JAX into): its exit status and everything it printed, an
+    uncaught exception's message included, as the shell would see them."""
+    import runpy
+    import warnings
+
+    old_argv, sys.argv = sys.argv, [module, *argv]
+    try:
+        with warnings.catch_warnings():  # the module is imported already, by this file
+            warnings.simplefilter("ignore", RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        status, raised = 0, ""
+    except SystemExit as stop:
+        status, raised = (stop.code if isinstance(stop.code, int) else 1), ""
+    except Exception as error:  # uncaught, it would exit 1 with its message
+        status, raised = 1, f"{type(error).__name__}: {error}"
+    finally:
+        sys.argv = old_argv
+    out = capsys.readouterr()
+    return status, out.out + out.err + raised
+
+
+def test_cli_rejects_bad_input_before_compiling(capsys, monkeypatch):
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled before the input was checked")
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", no_compiling)
     for argv, message in ((["--seeds", "-2"], "num_seeds must be an integer >= 1"),
                           (["--game", "go"], "invalid choice"),
                           (["--recipe", "lio"], "invalid choice"),
                           (["--recipe", "id_authors"], "does not apply to the matrix games")):
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.matrix_games", *argv,
-                               "--wandb-mode", "disabled"], capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode != 0
-        assert message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+        status, output = _run_module("benchmarks.matrix_games",
+                                     [*argv, "--wandb-mode", "disabled"], capsys)
+        assert status != 0
+        assert message in output, output[-2000:]
 
 
 @pytest.mark.heavy
@@ -208,13 +233,14 @@ def test_cleanup_throughput_plays_and_renders_every_step(tmp_path):
     # The same draws as random_play, one step at a time.
     key = jax.random.split(jax.random.PRNGKey(5), 1)[0]
     total = 0.0
+    reset, step = jax.jit(env.reset), jax.jit(env.step)  # each compiled, not run op by op
     for episode_key in jax.random.split(key, 2):
         reset_key, steps_key = jax.random.split(episode_key)
-        state, ts = env.reset(reset_key)
+        state, ts = reset(reset_key)
         total += float(jnp.sum(ts.observation))
         for k in jax.random.split(steps_key, env.max_steps):
             action = jax.random.randint(k, (env.num_agents,), 0, env.num_actions)
-            state, ts = env.step(state, action)
+            state, ts = step(state, action)
             total += float(jnp.sum(ts.observation) + jnp.sum(ts.reward))
     np.testing.assert_allclose(checksum, total, rtol=1e-5)
     out = tmp_path / "t.json"
@@ -315,6 +341,16 @@ def test_step_profile_rows_parse_and_refuse_bad_specs():
 
     assert Row.parse("64") == Row(64)
     assert Row.parse("4096:remat:group=512") == Row(4096, True, 512)
+    assert Row.parse("64:reference") == Row(64, reference=True)
+    assert Row.parse("1024:remat:reference").label(20) == "1024s_K20_remat_reference"
+    from agents import buffer
+    from benchmarks.step_profile import distinct_rows_sampler
+    from mechanism import replay
+
+    today = replay.sample_distinct_rows
+    with distinct_rows_sampler(reference=True):
+        assert replay.sample_distinct_rows is buffer.sample_distinct_rows_one_by_one
+    assert replay.sample_distinct_rows is today is buffer.sample_distinct_rows
     for bad in ("x", "64:fast", "64:group=0", "8:group=16", "0"):
         with pytest.raises(ValueError, match="bad row"):
             Row.parse(bad)
@@ -477,3 +513,78 @@ def test_matrix_games_stop_and_resume_with_their_tables(tmp_path):
         assert resumed[key] == whole[key], key
     tables = (tmp_path / "p" / "ipd_tables.txt").read_text()
     assert "payoff after 30 episodes" in tables  # drawn from the first sitting's chunk
+
+
+HAND_HLO = """HloModule hand
+
+%fused_a (p: f32[4]) -> f32[4] {
+  %p = f32[4]{0} parameter(0)
+  ROOT %t = f32[4]{0} tanh(%p)
+}
+
+%body (s: (s32[], f32[4,4])) -> (s32[], f32[4,4]) {
+  %s = (s32[], f32[4,4]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%s), index=0
+  %x = f32[4,4]{1,0} get-tuple-element(%s), index=1
+  %d = f32[4,4]{1,0} dot(%x, %x), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %f = f32[4,4]{1,0} fusion(%d), kind=kLoop, calls=%fused_a
+  %n = s32[] fusion(%i), kind=kLoop, calls=%fused_a
+  ROOT %r = (s32[], f32[4,4]{1,0}) tuple(%n, %f)
+}
+
+%cond (s: (s32[], f32[4,4])) -> pred[] {
+  %s = (s32[], f32[4,4]{1,0}) parameter(0)
+  ROOT %lt = pred[] fusion(%s), kind=kLoop, calls=%fused_a
+}
+
+%cheap (x: f32[4]) -> f32[4] {
+  %x = f32[4]{0} parameter(0)
+  ROOT %e = f32[4]{0} exponential(%x)
+}
+
+%dear (x: f32[4]) -> f32[4] {
+  %x = f32[4]{0} parameter(0)
+  %a = f32[4]{0} exponential(%x)
+  %b = f32[4]{0} log(%a)
+  ROOT %c = f32[4]{0} copy(%b)
+}
+
+ENTRY %main (x: f32[4,4], v: f32[4], k: s32[]) -> f32[4] {
+  %x = f32[4,4]{1,0} parameter(0)
+  %v = f32[4]{0} parameter(1)
+  %k = s32[] parameter(2)
+  %z = s32[] constant(0)
+  %t = (s32[], f32[4,4]{1,0}) tuple(%z, %x)
+  %w = (s32[], f32[4,4]{1,0}) while(%t), WHILE_ATTRIBUTES
+  %c = f32[4]{0} conditional(%k, %v, %v), branch_computations={%cheap, %dear}
+  ROOT %out = f32[4]{0} fusion(%c), kind=kLoop, calls=%fused_a
+}
+""".replace("WHILE_ATTRIBUTES", 'condition=%cond, body=%body, metadata={op_name="jit(f)/while"}, '
+            'backend_config={"known_trip_count":{"n":"3"}}')
+
+
+def test_kernel_count_on_a_hand_worked_module():
+    """Body (dot + 2 fusions) x 3 trips = 9, its condition x 4 checks = 4, the dearer
+    branch of the conditional 3, the entry's fusion 1: 17 kernels, 3 of them matmuls,
+    3 loop iterations; per episode over a chunk of 2 episodes, half of each."""
+    from benchmarks.kernel_count import kernels_per_episode
+
+    counts = kernels_per_episode(HAND_HLO, episodes=1)
+    assert (counts["kernels"], counts["matmul_kernels"], counts["loop_iterations"]) == (17, 3, 3)
+    assert counts["by_opcode"] == {"fusion": 11, "dot": 3, "exponential": 1, "log": 1, "copy": 1}
+    assert counts["matmul_shapes"] == {"f32[4,4]": 3}
+    assert counts["by_loop"] == {"jit(f)/while x3": 13, "(outside any loop)": 4}
+    assert kernels_per_episode(HAND_HLO, episodes=2)["kernels"] == 8.5
+
+
+def test_kernel_count_reads_a_compiled_scan():
+    """A scan of 7 matmul steps, compiled here: 7 loop iterations and 7 matmuls."""
+    from benchmarks.kernel_count import kernels_per_episode
+
+    def f(x):
+        return jax.lax.scan(lambda c, _: (jnp.tanh(c @ c), None), x, None, length=7)[0].sum()
+
+    text = jax.jit(f).lower(jnp.ones((4, 4))).compile().as_text()
+    counts = kernels_per_episode(text, episodes=1)
+    assert counts["loop_iterations"] == 7 and counts["matmul_kernels"] == 7
+    assert counts["kernels"] > 7

@@ -3,6 +3,8 @@ resets, shared rewards, and vmapped seeds against separate runs."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -191,7 +193,7 @@ def test_id_on_cleanup_differentiates_the_actor_step_and_learns_its_team_critic(
     validate(preset)
     assert preset.mechanism.lr_meta == 1.24e-5 and preset.mechanism.cost_weight == 1e-4
     exp = Experiment(config)
-    state = exp.init(seed_keys(config)[0])
+    state = jax.jit(exp.init)(seed_keys(config)[0])
     step = jax.jit(exp.episode_step)
     played = state.agents
     state, metrics = step(state)
@@ -208,14 +210,14 @@ def test_id_on_cleanup_differentiates_the_actor_step_and_learns_its_team_critic(
         as64 = lambda tree: jax.tree.map(
             lambda x: x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x, tree)
         mech_state = as64(state.mechanism)
-        traj = as64(rollout(exp.env, exp.agent, exp.mechanism, state.agents.params,
-                            state.mechanism, jax.random.PRNGKey(3)))
+        traj = as64(jax.jit(functools.partial(rollout, exp.env, exp.agent, exp.mechanism))(
+            state.agents.params, state.mechanism, jax.random.PRNGKey(3)))
         loss = jax.jit(lambda eta: exp.mechanism.outer_loss(eta, mech_state, traj))
         flat_eta, unravel = jax.flatten_util.ravel_pytree(mech_state.eta)
         # Away from ReLU kinks: black pixels put conv units at pre-activation = bias,
         # and the biases are still close to their zero init.
         flat_eta = flat_eta + 0.05 * jax.random.normal(jax.random.PRNGKey(1), flat_eta.shape)
-        grad = jax.grad(lambda eta: exp.mechanism.outer_loss(eta, mech_state, traj))(
+        grad = jax.jit(jax.grad(lambda eta: exp.mechanism.outer_loss(eta, mech_state, traj)))(
             unravel(flat_eta))
         flat_grad, _ = jax.flatten_util.ravel_pytree(grad)
         assert_directional_derivatives(loss, flat_grad, flat_eta, unravel, directions=1)

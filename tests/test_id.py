@@ -39,7 +39,8 @@ def test_id_meta_gradient_matches_finite_differences():
             lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, traj)
         mech = exp.mechanism
         loss = jax.jit(lambda eta: mech.outer_loss(eta, mech_state, traj))
-        grad = jax.grad(lambda eta: mech.outer_loss(eta, mech_state, traj))(mech_state.eta)
+        grad = jax.jit(jax.grad(lambda eta: mech.outer_loss(eta, mech_state, traj)))(
+            mech_state.eta)
         flat_grad, unravel = jax.flatten_util.ravel_pytree(grad)
         flat_eta, _ = jax.flatten_util.ravel_pytree(mech_state.eta)
         assert_directional_derivatives(loss, flat_grad, flat_eta, unravel)

@@ -139,12 +139,15 @@ def _grad_norm(tree) -> float:
     return float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(tree))))
 
 
-def _draw_with_dilemma(mech, state):
+def _draw_with_dilemma(mech, state, meta_gradient=None):
+    """A train and validation batch with a dilemma row; `meta_gradient` (default: jitted
+    here) is the mechanism's, compiled once rather than run op by op."""
+    meta_gradient = meta_gradient or jax.jit(mech.meta_gradient)
     for draw in range(20):
         rows = replay.sample_distinct_rows(jax.random.PRNGKey(draw), state.buffer.size, 12)
         train, validation = (replay.gather(state.buffer, rows[:6]),
                              replay.gather(state.buffer, rows[6:]))
-        if float(mech.meta_gradient(state, train, validation)[1]["dilemma_fraction"]) > 0:
+        if float(meta_gradient(state, train, validation)[1]["dilemma_fraction"]) > 0:
             return train, validation
     raise AssertionError("no draw with a dilemma row")
 
@@ -162,14 +165,16 @@ def test_step_b_gradient_at_a_saturated_point_vanishes_only_for_the_paper_head()
         mech, state = _tiny_mechanism(c1=0.0, c2=0.0, **overrides)
         if name != "abs_tanh":
             state = state.replace(eta=_plant(state.eta, -50.0))
-        train, validation = _draw_with_dilemma(mech, state)
-        _, terms, grad = jax.jit(mech.meta_gradient)(state, train, validation)
+        meta_gradient = jax.jit(mech.meta_gradient)
+        train, validation = _draw_with_dilemma(mech, state, meta_gradient)
+        _, terms, grad = meta_gradient(state, train, validation)
         norms[name] = _grad_norm(grad)
         if name == "penalty":
             assert float(terms["logit_penalty"]) > 40 ** 2 * 0.9
     mech, healthy = _tiny_mechanism(c1=0.0, c2=0.0)
-    train, validation = _draw_with_dilemma(mech, healthy)
-    reference = _grad_norm(mech.meta_gradient(healthy, train, validation)[2])
+    meta_gradient = jax.jit(mech.meta_gradient)
+    train, validation = _draw_with_dilemma(mech, healthy, meta_gradient)
+    reference = _grad_norm(meta_gradient(healthy, train, validation)[2])
     assert norms["paper"] < 1e-12 * reference
     assert norms["clip"] > 1e-4 * reference
     assert norms["penalty"] > reference
@@ -182,13 +187,14 @@ def test_logit_penalty_hand_worked_and_its_gradient_against_finite_differences()
         state = jax.tree.map(
             lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
             state)
-        train, validation = _draw_with_dilemma(mech, state)
+        meta_gradient = jax.jit(mech.meta_gradient)
+        train, validation = _draw_with_dilemma(mech, state, meta_gradient)
         z = [np.asarray(mech.logits(state.eta, b.obs, b.action)) for b in (train, validation)]
         by_hand = np.mean([np.mean(np.maximum(np.abs(x) - 0.05, 0) ** 2) for x in z])
         assert by_hand > 0
         np.testing.assert_allclose(mech.logit_penalty(state.eta, train, validation), by_hand,
                                    rtol=1e-12)
-        loss, terms, grad = mech.meta_gradient(state, train, validation)
+        loss, terms, grad = meta_gradient(state, train, validation)
         np.testing.assert_allclose(loss, terms["meta"] + 0.3 * terms["cost1"]
                                    + 0.2 * terms["cost2"] + 1.0 * by_hand, rtol=1e-12)
         assert_step_b_gradient_matches_finite_differences(mech, state, train, validation, grad)

@@ -274,12 +274,11 @@ def test_per_action_id_head_shared_by_agents_over_the_central_state():
 def _id_update_inputs(config: TrainConfig, seed=0):
     exp = Experiment(config)
     keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-    s0 = exp.init(keys[0])
+    s0 = jax.jit(exp.init)(keys[0])  # compiled once, not run op by op
     from jaxsim.rollout import rollout
-    traj_k = rollout(exp.env, exp.agent, exp.mechanism, s0.agents.params, s0.mechanism, keys[1])
-    traj_k1 = rollout(exp.env, exp.agent, exp.mechanism, s0.agents.params, s0.mechanism,
-                      keys[2])
-    return exp, s0, traj_k, traj_k1
+    play = jax.jit(lambda key: rollout(exp.env, exp.agent, exp.mechanism, s0.agents.params,
+                                       s0.mechanism, key))
+    return exp, s0, play(keys[1]), play(keys[2])
 
 
 def test_id_cost_on_the_rebuilt_episode():
@@ -289,10 +288,11 @@ def test_id_cost_on_the_rebuilt_episode():
     config = escape_room(3, 1, "id", recipe="authors", agent=golden.TINY_PG)
     exp, s0, traj_k, traj_k1 = _id_update_inputs(config)
     mech, state = exp.mechanism, s0.mechanism
-    first, metrics = mech.update(state, traj_k, None, agent_state=s0.agents)
+    update = jax.jit(lambda state, traj: mech.update(state, traj, None, agent_state=s0.agents))
+    first, metrics = update(state, traj_k)
     assert float(metrics["id/cost"]) == 0.0
     assert int(first.cost_opt[0].count) == 0  # the cost's Adam has not stepped yet
-    second, metrics = mech.update(first, traj_k1, None, agent_state=s0.agents)
+    second, metrics = update(first, traj_k1)
     np.testing.assert_allclose(metrics["id/cost"], mech.cost(first.eta, traj_k), rtol=1e-6)
     assert not np.isclose(float(mech.cost(first.eta, traj_k1)), float(metrics["id/cost"]))
     # What the cost's Adam descends: its first moment is (1 - b1) * d cost(episode k) / d eta.

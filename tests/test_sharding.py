@@ -17,12 +17,15 @@ CHILD = """
 import sys, numpy as np, jax
 from jaxsim.runner import run
 from tests.test_engine import tiny_config
-assert len(jax.devices()) == 4, jax.devices()
+devices = int(sys.argv[2])
+assert len(jax.devices()) == devices, jax.devices()
 from jaxsim.config import NoMechanismConfig
-for name, group in (("plain", None), ("grouped", 1)):  # grouped: 2 loops per device
+layouts = {4: (("plain", None), ("grouped", 1)),  # grouped: 2 loops per device
+           1: (("single", None), ("one device, grouped", 4))}
+for name, group in layouts[devices]:
     result = run(tiny_config(num_seeds=8, mechanism=NoMechanismConfig()), progress=False,
                  seed_group=group)
-    assert result.timing["devices"] == 4
+    assert result.timing["devices"] == devices
     np.savez(f"{sys.argv[1]}.{name}.npz",
              **{k.replace("/", "."): v for k, v in result.metrics.items()},
              eval_return=result.eval_metrics["eval/return"],
@@ -30,10 +33,34 @@ for name, group in (("plain", None), ("grouped", 1)):  # grouped: 2 loops per de
 """
 
 
-def forced_devices(count: int) -> str:
+def forced_devices(count: int, users_compiler: bool = False) -> str:
     """XLA_FLAGS for a child process with `count` CPU devices, keeping the suite's own
-    flags (conftest), so that its numbers compare with this process's bit for bit."""
-    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+    flags (conftest), so that its numbers compare with this process's bit for bit;
+    `users_compiler`: without the suite's legacy CPU emitters (whose numbers depend on
+    the layout by an ulp), for the tests that a layout changes no number."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if users_compiler:
+        flags = " ".join(f for f in flags.split() if not f.startswith(LEGACY_EMITTERS))
+    return f"{flags} --xla_force_host_platform_device_count={count}"
+
+
+LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters"
+
+
+def run_children(script: str, out, *device_counts: int, timeout: int = 550) -> None:
+    """`script OUT DEVICES` in one child process per device count, at once, each with
+    that many forced CPU devices and the compiler users run."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    children = [subprocess.Popen(
+        [sys.executable, "-c", script, str(out), str(count)], cwd=root,
+        env={**os.environ, "JAX_PLATFORMS": "cpu",
+             "XLA_FLAGS": forced_devices(count, users_compiler=True)})
+        for count in device_counts]
+    try:
+        assert [child.wait(timeout=timeout) for child in children] == [0] * len(children)
+    finally:
+        for child in children:
+            child.kill()
 
 
 def test_seed_sharding_uses_the_most_devices_that_divide_the_seeds():
@@ -49,41 +76,30 @@ def test_four_cpu_devices_give_the_one_device_numbers(tmp_path):
     """Also with `seed_group`: each device looping over its own seeds one at a time
     (shard_map over the loop of `train.over_runs`) changes no number."""
     out = tmp_path / "sharded"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": forced_devices(4)}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-c", CHILD, str(out)], env=env, cwd=root, check=True,
-                   timeout=550)
-    from jaxsim.config import NoMechanismConfig
-
-    single = run(tiny_config(num_seeds=8, mechanism=NoMechanismConfig()), progress=False)
-    grouped = run(tiny_config(num_seeds=8, mechanism=NoMechanismConfig()), progress=False,
-                  seed_group=4)  # one device, two groups
-    layouts = {name: np.load(f"{out}.{name}.npz") for name in ("plain", "grouped")}
-    layouts["one device, grouped"] = {
-        **{name.replace("/", "."): value for name, value in grouped.metrics.items()},
-        "eval_return": grouped.eval_metrics["eval/return"],
-        "params": np.concatenate([np.ravel(x) for x in jax.tree.leaves(grouped.state.agents)])}
+    run_children(CHILD, out, 4, 1)  # 1: the single run, and one device in two groups
+    single = np.load(f"{out}.single.npz")
+    layouts = {name: np.load(f"{out}.{name}.npz")
+               for name in ("plain", "grouped", "one device, grouped")}
     for layout, sharded in layouts.items():
-        for name, value in single.metrics.items():
-            np.testing.assert_array_equal(sharded[name.replace("/", ".")], value,
+        assert sorted(sharded.files) == sorted(single.files)
+        for name in single.files:  # every metric, the evaluations, the agents' parameters
+            np.testing.assert_array_equal(sharded[name], single[name],
                                           err_msg=f"{layout} {name}")
-        np.testing.assert_array_equal(sharded["eval_return"],
-                                      single.eval_metrics["eval/return"])
-        np.testing.assert_array_equal(
-            sharded["params"], np.concatenate([np.ravel(x) for x in
-                                               jax.tree.leaves(single.state.agents)]))
 
 
 LEARNED = """
 import sys, numpy as np, jax
 from jaxsim.runner import run
 from tests.test_sharding import learned_configs
-assert len(jax.devices()) == 4, jax.devices()
+devices = int(sys.argv[2])
+assert len(jax.devices()) == devices, jax.devices()
 for name, config in learned_configs().items():
-    result = run(config, progress=False)
-    assert result.timing["devices"] == 4
-    np.savez(f"{sys.argv[1]}.{name}.npz", *jax.tree.leaves(result.state))
+    layouts = {4: {"four": config},  # 4 devices, a seed each
+               1: {"alone": config.replace(num_seeds=1, first_seed=3), "one": config}}
+    for layout, layout_config in layouts[devices].items():
+        result = run(layout_config, progress=False)
+        assert result.timing["devices"] == devices
+        np.savez(f"{sys.argv[1]}.{name}.{layout}.npz", *jax.tree.leaves(result.state))
 """
 
 
@@ -105,21 +121,18 @@ def test_with_a_learning_mechanism_a_seed_keeps_its_numbers_per_device_width(tmp
     the numbers of seed i trained alone on one device (here seed 3); 1 device x 4 seeds (a vmap 4
     wide) rounds the batched float32 matmuls differently, by an ulp or so per step
     (benchmarks/RESULTS.md measures how learning amplifies that over training)."""
-    out = tmp_path / "four"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": forced_devices(4)}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-c", LEARNED, str(out)], env=env, cwd=root, check=True,
-                   timeout=550)
-    for name, config in learned_configs().items():
-        four_devices = np.load(f"{out}.{name}.npz")
-        four_devices = [four_devices[k] for k in four_devices.files]
-        seed = 3
-        alone = jax.tree.leaves(run(config.replace(num_seeds=1, first_seed=seed),
-                                    progress=False).state)
-        for a, b in zip(four_devices, alone, strict=True):
+    out = tmp_path / "learned"
+    run_children(LEARNED, out, 4, 1)
+
+    def leaves(name: str, layout: str) -> list:
+        saved = np.load(f"{out}.{name}.{layout}.npz")
+        return [saved[k] for k in sorted(saved.files, key=lambda k: int(k.split("_")[1]))]
+
+    for name in learned_configs():
+        four_devices, seed = leaves(name, "four"), 3
+        for a, b in zip(four_devices, leaves(name, "alone"), strict=True):
             np.testing.assert_array_equal(a[seed], np.asarray(b)[0], err_msg=name)
-        one_device = jax.tree.leaves(run(config, progress=False).state)
-        for a, b in zip(four_devices, one_device, strict=True):
+        for a, b in zip(four_devices, leaves(name, "one"), strict=True):
             if np.issubdtype(a.dtype, np.floating):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
             else:
