@@ -123,6 +123,10 @@ class ACAgent(Learner):
         return self.actor_loss(params, state.critic, traj)[0]
 
     @property
+    def model_lr(self) -> float:  # the actor's rate, as ID's own model of this agent
+        return self.inner_lr
+
+    @property
     def inner_lr(self) -> float:
         return self.config.lr_actor
 

@@ -95,6 +95,17 @@ class Learner:
     def from_config(cls, config: Any, env):
         return cls(config, env.observation_spec.shape[1:], env.num_actions)
 
+    # What a mechanism that models its learners without knowing their update (ID with
+    # agent_model "pg_step") may assume of this one: a policy over its actions, and the
+    # rate of one plain SGD step on it. A learner overrides them where its policy is not
+    # `policy` (a Q-learner) or its rate not `config.lr`.
+    def model_policy(self, params, obs: jax.Array):
+        return self.policy(params, obs)
+
+    @property
+    def model_lr(self) -> float:
+        return self.config.lr
+
 
 def flat_obs(obs: jax.Array, obs_shape: tuple[int, ...]) -> jax.Array:
     """Observations `[..., *obs_shape]` with each one flattened, for an MLP."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import distrax
 import jax
 import jax.numpy as jnp
 import optax
@@ -133,6 +134,11 @@ class DQNAgent(Learner):
                         target=q, opt_state=self.optimizer.init(q),
                         buffer=replay.init(example, self.config.buffer_size), steps=zero,
                         updates=zero, key=key)
+
+    def model_policy(self, params, obs: jax.Array) -> distrax.Categorical:
+        """A softmax over Q: the policy a mechanism that models learners by their policy
+        (ID, agent_model "pg_step") assumes; this agent acts epsilon-greedily instead."""
+        return distrax.Categorical(logits=self.q_values(params["q"], obs))
 
     def act(self, params, obs: jax.Array, key: jax.Array) -> jax.Array:
         """Epsilon-greedy on Q: a uniform action with probability epsilon."""

@@ -598,8 +598,9 @@ class _Run:
                        for n, program in lowered.items()}
         self.evaluate = functools.partial(evaluate.compile(), self.values)
         self.clock.compile_s = time.perf_counter() - start
-        if self.schedule.describe() and self.episode < stop:
-            print(self.schedule.describe(), file=sys.stderr)
+        for said in (self.schedule.describe(), self.experiment.mechanism.describe()):
+            if said and self.episode < stop:
+                print(said, file=sys.stderr)
 
     # --- one chunk ------------------------------------------------------------------
     def guard(self, metrics: dict, length: int) -> None:

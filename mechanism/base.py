@@ -62,6 +62,11 @@ class Mechanism:
         del state, key
         return {}
 
+    def describe(self) -> str | None:
+        """A line the runner prints once per run before training (None: nothing to
+        say), e.g. an assumption the mechanism makes that the user chose by name."""
+        return None
+
 
 class ReadsAgents(Mechanism):
     """The kind of mechanism that looks inside the learners (the ID baseline): built
@@ -98,6 +103,9 @@ class Frozen(Mechanism):
 
     def agent_rewards(self, traj: Trajectory) -> jax.Array:
         return self.inner.agent_rewards(traj)
+
+    def describe(self) -> str | None:
+        return self.inner.describe()
 
 
 def check_conv_layout(config, env, env_name: str) -> None:

@@ -76,6 +76,13 @@ class IDConfig:
     # the agent state that played episode k (SPEC §4); "after", the agent's critic once
     # updated on episode k, the one its real actor step used (SPEC §6 row 8).
     inner_critic: Literal["before", "after"] = "before"
+    # What ID assumes each agent's update is (beyond the paper, issue 19): "own", the
+    # one plain SGD step the agent declares (`inner_loss` at `inner_lr`: PG and AC
+    # agents, whose real update it is, as in the paper); "pg_step", one plain SGD step
+    # of REINFORCE (reward-to-go at ID's gamma) on the policy the agent declares
+    # (`model_policy`, at `model_lr`) - for learners ID cannot model (PPO, or DQN with
+    # a softmax over Q as its policy), a knowingly wrong model, accepted only by name.
+    agent_model: Literal["own", "pg_step"] = "own"
 
 
 def check(mech: IDConfig, env, run) -> None:
@@ -102,10 +109,18 @@ def check(mech: IDConfig, env, run) -> None:
     checks.require(mech.designer_input == "observations" or env.has_central_state,
                    f"mechanism.designer_input 'state' needs an environment with a central "
                    f"state (escape_room); {run.env} has none: use 'observations'")
-    checks.require(hasattr(agents_lib.agent_class(run.agent), "inner_loss"),
+    checks.choice("mechanism.agent_model", mech.agent_model, ("own", "pg_step"))
+    checks.require(mech.agent_model == "pg_step"
+                   or hasattr(agents_lib.agent_class(run.agent), "inner_loss"),
                    f"the ID baseline models each agent's update as one plain SGD step of its "
                    f"policy-gradient loss; {type(run.agent).__name__} agents declare no such "
-                   "step (inner_loss, inner_lr): ID cannot model them")
+                   "step (inner_loss, inner_lr): ID cannot model them. To run ID with a model "
+                   "it knows to be wrong (one SGD step of REINFORCE on the agent's policy; "
+                   "for Q-learners a softmax over Q), set mechanism.agent_model='pg_step'")
+    checks.require(mech.agent_model == "own"
+                   or hasattr(agents_lib.agent_class(run.agent), "model_policy"),
+                   f"mechanism.agent_model 'pg_step' needs agents that declare a policy "
+                   f"(model_policy); {type(run.agent).__name__} does not")
     checks.require(mech.inner_critic == "before" or isinstance(run.agent, ACConfig),
                    "mechanism.inner_critic 'after' rebuilds an actor-critic step with its "
                    "updated critic; these agents have no critic: use 'before'")
@@ -158,9 +173,10 @@ class IncentiveDesigner(ReadsAgents):
         return cls(config, env, agent)
 
     def __init__(self, config: IDConfig, env, agent):
-        if agent is None or not hasattr(agent, "inner_loss"):
+        if agent is None or (config.agent_model == "own" and not hasattr(agent, "inner_loss")):
             raise ValueError("the ID baseline needs an agent that declares the step it "
-                             "models (`inner_loss`, `inner_lr`): PGAgent or ACAgent")
+                             "models (`inner_loss`, `inner_lr`): PGAgent or ACAgent, or "
+                             "agent_model 'pg_step'")
         self.config = config
         self.env = env
         self.agent = agent
@@ -178,6 +194,13 @@ class IncentiveDesigner(ReadsAgents):
         self.critic_net = JointNet(hidden=tuple(config.critic_hidden), out=1,
                                    conv_filters=config.critic_conv_filters or config.conv_filters)
         self.critic_optimizer = optax.adam(config.lr_critic)
+
+    def describe(self) -> str | None:
+        if self.config.agent_model == "own":
+            return None
+        return (f"ID models each {type(self.agent).__name__} as one plain SGD step of "
+                "REINFORCE on its declared policy (agent_model 'pg_step'), not as the "
+                "update it really takes")
 
     def designer_view(self, obs: jax.Array) -> jax.Array:
         return self.env.central_state(obs) if self.config.designer_input == "state" else obs
@@ -240,14 +263,32 @@ class IncentiveDesigner(ReadsAgents):
         if self.config.inner_critic == "after":
             prev_agents = self.agent.with_critic_of(prev_agents, agent_state)
         incentive = self.incentives(eta, prev.obs, prev.action) * prev.mask[:, None]
-        lr = self.agent.inner_lr
+        if self.config.agent_model == "own":
+            lr, inner_loss = self.agent.inner_lr, self.agent.inner_loss
+        else:
+            lr, inner_loss = self.agent.model_lr, self.modelled_pg_loss
 
         def sgd_step(agent_state, own):
-            grads = jax.grad(lambda p: self.agent.inner_loss(agent_state, p, own))(
-                agent_state.params)
+            grads = jax.grad(lambda p: inner_loss(agent_state, p, own))(agent_state.params)
             return jax.tree.map(lambda p, g: p - lr * g, agent_state.params, grads)
 
         return jax.vmap(sgd_step)(prev_agents, agent_view(prev.replace(incentive=incentive)))
+
+    def modelled_pg_loss(self, agent_state, params, own) -> jax.Array:
+        """agent_model "pg_step": the REINFORCE loss ID assumes an agent it cannot model
+        descends, -sum_t log pi(a_t | o_t) G_t on the agent's declared policy, G_t the
+        discounted reward-to-go of r_env + r_inc at ID's gamma."""
+        del agent_state
+        weights = discounted_reward_to_go(own.reward, own.mask, self.config.gamma)
+        log_prob = self.agent.model_policy(params, own.obs).log_prob(own.action)
+        return -jnp.sum(own.mask * log_prob * weights)
+
+    def policy(self, params, obs: jax.Array):
+        """The policy ID scores in its outer loss: the agent's own (agent_model "own")
+        or the one it declares for modelling."""
+        if self.config.agent_model == "own":
+            return self.agent.policy(params, obs)
+        return self.agent.model_policy(params, obs)
 
     def team_values(self, critic, obs: jax.Array) -> jax.Array:
         """The centralised critic's V(every observation): obs [T, N, ...] -> f32[T]."""
@@ -276,7 +317,7 @@ class IncentiveDesigner(ReadsAgents):
         episode k+1."""
         params = self.relearned_params(eta, state.prev_agents, state.prev_traj, agent_state)
         view = agent_view(traj)
-        log_prob = jax.vmap(lambda p, o, a: self.agent.policy(p, o).log_prob(a))(
+        log_prob = jax.vmap(lambda p, o, a: self.policy(p, o).log_prob(a))(
             params, view.obs, view.action)  # [N, T]
         return -jnp.sum(log_prob * self.outer_weights(state, traj)[None])
 
