@@ -31,6 +31,7 @@
 #     SMALL=1 bash benchmarks/gpu_checks.sh profile step c7_iqflow c7_iqflow fig8 er105
 set -u
 OUT=${OUT:?set OUT to the folder for the JSON and logs}
+KROWS=${KROWS:-64 64:reference}
 SEEDS=${SEEDS:-64}
 EPISODES=${EPISODES:-20000}
 CKPT=${CKPT:-runs/ckpt/gpu}
@@ -53,24 +54,30 @@ resumable() {  # JOB EVERY ARGS...: a learning benchmark checkpointed every EVER
   local job=$1 every=$2; shift 2  # resumed if its checkpoint exists
   local dir="$CKPT/$job"
   local again=()  # resume only from a written checkpoint (a step folder), not from the
-  # empty folders a piece stopped while compiling leaves behind
-  [ -n "$(find "$dir" -mindepth 2 -maxdepth 2 -type d -name '[0-9]*' 2>/dev/null)" ] &&
-    again=(--resume)
+  # empty folders a piece stopped while compiling leaves behind, nor a save cut short
+  [ -n "$(find "$dir" -mindepth 2 -maxdepth 2 -type d -name '[0-9]*' ! -name '*tmp*' \
+          2>/dev/null)" ] && again=(--resume)
   timeout -s INT -k 60 "$(limit)" python -m "$@" "${common[@]}" --checkpoint-dir "$dir" \
-    --checkpoint-every "$every" "${again[@]}" --plots "$OUT/plots/$job" --out "$OUT/$job.json"
+    --checkpoint-every "$every" ${again[@]+"${again[@]}"} --plots "$OUT/plots/$job" \
+    --out "$OUT/$job.json"
 }
 jax_info() {
   python -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, \
 jax.devices())" | tee -a "$OUT/gpu_checks.log"
 }
 jax_info
-for job in "${@:-profile step}"; do
+[ $# -eq 0 ] && set -- profile step
+for job in "$@"; do
   start=$(date +%s)
   case $job in
-    profile)
-      timeout -s INT -k 30 "$(limit)" python -m benchmarks.kernel_count --env cleanup_7x7 \
-        --seeds ${KROWS:-64 64:reference} --unroll 20 --out "$OUT/kernels_cleanup_7x7.json" &&
-      timeout -s INT -k 30 "$(limit)" python -m benchmarks.step_profile --env cleanup_7x7 \
+    profile)  # two commands within one limit
+      budget=$(limit)
+      # shellcheck disable=SC2086  # KROWS is a list of rows
+      timeout -s INT -k 30 "$budget" python -m benchmarks.kernel_count --env cleanup_7x7 \
+        --seeds $KROWS --unroll 20 --out "$OUT/kernels_cleanup_7x7.json" &&
+      left=$(( budget - ($(date +%s) - start) )) &&
+      timeout -s INT -k 30 "$(( left > 1 ? left : 1 ))" python -m benchmarks.step_profile \
+        --env cleanup_7x7 \
         --seeds "${KROWS%% *}" --unroll 20 --chunk-episodes 5 --timed-chunks 2 \
         --matmul-precision float32 --trace-dir "$OUT/trace" \
         --out "$OUT/step_profile_trace.json" ;;
@@ -81,11 +88,12 @@ for job in "${@:-profile step}"; do
                        4096:remat:group=512 4096:remat:group=512:reference} \
         --unroll 20 --chunk-episodes 5 --timed-chunks 3 --compile-threads 4 \
         --matmul-size 8192 --matmul-precision float32 --out "$OUT/step_profile_cleanup_7x7.json" ;;
-    c7_*)
-      spec=${job#c7_}
-      alg=${spec%%_*}
+    c7_*)  # c7_ALG or c7_ALG_RECIPE, RECIPE one of paper, authors, id_authors
+      alg=${job#c7_}
       recipe=paper
-      [ "$spec" != "$alg" ] && recipe=${spec#*_}
+      for known in id_authors authors paper; do
+        case $alg in *_"$known") recipe=$known; alg=${alg%_"$known"}; break ;; esac
+      done
       resumable "$job" 10 benchmarks.cleanup --map 7x7 --alg "$alg" --recipe "$recipe" ;;
     fig8)
       resumable "$job" 10 benchmarks.cleanup --map 7x7 --alg iqflow \

@@ -124,11 +124,26 @@ def count(computations: dict, name: str, times: float, out: Counts, depth: int =
             out.kernels += times
             out.by_opcode[op.opcode] += times
             out.by_loop[where] += times
-            target = op.library_target()
-            if op.opcode in MATMULS or (target and any(
-                    k in target.lower() for k in ("gemm", "matmul", "conv", "dot"))):
+            if is_matmul(op):
                 out.matmuls += times
-                out.matmul_shapes[op.shape.split("{")[0]] += times
+                # A library call's result is a tuple with its workspace: the first shape.
+                first = re.match(r"\(?\s*([\w]+\[[^\]]*\])", op.shape)
+                out.matmul_shapes[first.group(1) if first else op.shape] += times
+
+
+def is_matmul(op: Instruction) -> bool:
+    """A dot or convolution: XLA's own op, a library call (cuBLAS "__cublas$gemm",
+    cuDNN convolutions) or a GPU fusion emitted around one (Triton GEMM, cuDNN)."""
+    if op.opcode in MATMULS:
+        return True
+    words = ("gemm", "matmul", "conv", "dot", "cudnn")
+    target = op.library_target()
+    if op.opcode == "custom-call" and target:
+        return any(k in target.lower() for k in words)
+    if op.opcode == "fusion" and "kind=kCustom" in op.rest:
+        kind = re.search(r'"kind":"([^"]+)"', op.rest)
+        return kind is not None and any(k in kind.group(1).lower() for k in words)
+    return False
 
 
 def _merge(into: Counts, other: Counts):

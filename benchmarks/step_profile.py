@@ -70,8 +70,8 @@ class Args:
     """the configs' matmul precision: default (TF32 on recent NVIDIA GPUs), float32 (the
     CPU's arithmetic), tensorfloat32, bfloat16"""
     trace_dir: str | None = None
-    """write a jax.profiler trace of each row's first timed chunk there (TensorBoard or
-    Perfetto reads it)"""
+    """write a jax.profiler trace of one more chunk per row there, before the timed ones
+    (TensorBoard or Perfetto reads it)"""
     out: str | None = None
     """written after every row, so a run stopped part-way keeps the rows it timed"""
 
@@ -234,14 +234,13 @@ def time_step(args: Args, row: Row, unroll: int, program: dict) -> dict:
             break
     else:
         raise RuntimeError(f"step B did not start within {args.max_warm_chunks} chunks")
-    start = time.perf_counter()
-    for index in range(args.timed_chunks):
-        if index == 0 and args.trace_dir:
-            with jax.profiler.trace(os.path.join(args.trace_dir, row.label(unroll))):
-                state, metrics = compiled(state)
-                jax.block_until_ready(metrics)
-        else:
+    if args.trace_dir:  # one more chunk, traced, outside the timing
+        with jax.profiler.trace(os.path.join(args.trace_dir, row.label(unroll))):
             state, metrics = compiled(state)
+            jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(args.timed_chunks):
+        state, metrics = compiled(state)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
     del state

@@ -117,10 +117,6 @@ def check(mech: IDConfig, env, run) -> None:
                    "step (inner_loss, inner_lr): ID cannot model them. To run ID with a model "
                    "it knows to be wrong (one SGD step of REINFORCE on the agent's policy; "
                    "for Q-learners a softmax over Q), set mechanism.agent_model='pg_step'")
-    checks.require(mech.agent_model == "own"
-                   or hasattr(agents_lib.agent_class(run.agent), "model_policy"),
-                   f"mechanism.agent_model 'pg_step' needs agents that declare a policy "
-                   f"(model_policy); {type(run.agent).__name__} does not")
     checks.require(mech.inner_critic == "before" or isinstance(run.agent, ACConfig),
                    "mechanism.inner_critic 'after' rebuilds an actor-critic step with its "
                    "updated critic; these agents have no critic: use 'before'")

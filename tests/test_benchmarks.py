@@ -588,3 +588,28 @@ def test_kernel_count_reads_a_compiled_scan():
     counts = kernels_per_episode(text, episodes=1)
     assert counts["loop_iterations"] == 7 and counts["matmul_kernels"] == 7
     assert counts["kernels"] > 7
+
+
+def test_kernel_count_knows_the_gpus_matmuls():
+    """cuBLAS calls (a tuple result with the workspace) and Triton GEMM fusions are
+    matmuls; an elementwise fusion is not."""
+    from benchmarks.kernel_count import kernels_per_episode
+
+    text = """HloModule gpu
+
+%fused_dot (p: f32[4,4]) -> f32[4,4] {
+  %p = f32[4,4]{1,0} parameter(0)
+  ROOT %d = f32[4,4]{1,0} dot(%p, %p), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (x: f32[4,4]) -> f32[4,4] {
+  %x = f32[4,4]{1,0} parameter(0)
+  %g = (f32[4,4]{1,0}, s8[64]{0}) custom-call(%x, %x), custom_call_target="__cublas$gemm"
+  %r = f32[4,4]{1,0} get-tuple-element(%g), index=0
+  %t = f32[4,4]{1,0} fusion(%r), kind=kCustom, calls=%fused_dot, TRITON
+  ROOT %e = f32[4,4]{1,0} fusion(%t), kind=kLoop, calls=%fused_dot
+}
+""".replace("TRITON", 'backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}')
+    counts = kernels_per_episode(text, episodes=1)
+    assert (counts["kernels"], counts["matmul_kernels"]) == (3, 2)
+    assert counts["matmul_shapes"] == {"f32[4,4]": 2}

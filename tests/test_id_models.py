@@ -51,6 +51,10 @@ def test_pg_step_is_ids_own_model_for_the_policy_gradient_agents_it_models():
     own, modelled = _relearned(config, "own"), _relearned(config, "pg_step")
     for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(modelled), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    exp = Experiment(config)  # and the step moved them: not a vacuous zero step
+    start = jax.jit(exp.init)(seed_keys(config)[0]).agents.params
+    assert any(not np.allclose(a, b) for a, b in zip(
+        jax.tree.leaves(start), jax.tree.leaves(modelled), strict=True))
     assert any(not np.allclose(a, b) for a, b in zip(
         jax.tree.leaves(own), jax.tree.leaves(_relearned(config.replace(
             agent=dataclasses.replace(config.agent, entropy_coef=0.5)), "own")), strict=True))
