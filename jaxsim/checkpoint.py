@@ -35,6 +35,7 @@ class CheckpointError(RuntimeError):
 
 def config_json(config: TrainConfig) -> dict:
     out = dataclasses.asdict(config)
+    out["agent"] = agents_lib.config_to_json(config.agent)
     out["agent_type"] = type(config.agent).__name__
     out["mechanism_type"] = type(config.mechanism).__name__
     out["env_params"] = dict(config.env_params)
@@ -64,7 +65,15 @@ def config_from_json(saved: dict) -> TrainConfig:
         if kind is None:
             raise CheckpointError(f"the checkpoint's config names an unknown {part} type "
                                   f"{saved.get(f'{part}_type')!r}")
-        parts[part] = kind(**_fields_from_json(kind, saved[part]))
+        if part == "agent":
+            try:
+                parts[part] = agents_lib.config_from_json(kind.__name__, saved[part],
+                                                          _fields_from_json)
+            except (KeyError, ValueError) as error:
+                raise CheckpointError(f"the checkpoint's agent config cannot be read: "
+                                      f"{error}") from error
+        else:
+            parts[part] = kind(**_fields_from_json(kind, saved[part]))
     top = _fields_from_json(TrainConfig, saved)
     top["env_params"] = dict(saved.get("env_params", {}))
     return TrainConfig(**{**top, **parts})

@@ -18,7 +18,10 @@ import agents
 import envs_jax
 import mechanism
 from agents.ac import INDEPENDENT_AC, ACConfig
+from agents.dqn import DQNConfig
 from agents.pg import PGConfig
+from agents.ppo import PPOConfig
+from agents.team import MixedConfig
 from envs_jax.checks import is_int as _is_int
 from envs_jax.checks import positive_int as _positive_int
 from envs_jax.checks import require as _require
@@ -29,7 +32,7 @@ from mechanism.none import NoMechanismConfig, SharedRewardConfig
 
 # Each part's config lives with the part (its module validates it); named here, with
 # the run's own config and the SPEC's presets, for the experiments that combine them.
-AgentConfig = Union[PGConfig, ACConfig]
+AgentConfig = Union[PGConfig, ACConfig, PPOConfig, DQNConfig, MixedConfig]
 MechanismConfig = Union[NoMechanismConfig, SharedRewardConfig, IQFlowConfig, IDConfig]
 
 
@@ -52,7 +55,7 @@ class TrainConfig:
 
     env: str = "ipd"
     env_params: Mapping[str, Any] | tuple = ()  # stored as sorted (name, value) pairs
-    agent: PGConfig | ACConfig = field(default_factory=PGConfig)
+    agent: AgentConfig = field(default_factory=PGConfig)  # MixedConfig: one per agent
     mechanism: MechanismConfig = field(default_factory=IQFlowConfig)
     episodes: int = 3000
     chunk_episodes: int = 30  # episodes per compiled chunk; the host acts in between

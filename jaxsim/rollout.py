@@ -11,18 +11,21 @@ import jax.numpy as jnp
 from jumanji.types import StepType
 
 from agents.base import Trajectory
+from agents.team import Team
 
 
-def rollout(env, agent, mechanism, agent_params, mechanism_state, key: jax.Array) -> Trajectory:
+def rollout(env, agents, mechanism, agent_params, mechanism_state, key: jax.Array) -> Trajectory:
     """Play one episode with the agents' stochastic policies and the mechanism's
-    incentives. agent_params: stacked on a leading agent axis."""
+    incentives. agents: the team (agents.team), or one learner for every agent;
+    agent_params: the team's (stacked on a leading agent axis per group)."""
     reset_key, steps_key = jax.random.split(key)
     env_state, first = env.reset(reset_key)
     num_agents = env.num_agents
+    team = agents if isinstance(agents, Team) else Team.uniform(agents, num_agents)
 
     def step(carry, step_key):
         env_state, obs, alive = carry
-        action = jax.vmap(agent.act)(agent_params, obs, jax.random.split(step_key, num_agents))
+        action = team.act(agent_params, obs, jax.random.split(step_key, num_agents))
         incentive = mechanism.incentive(mechanism_state, obs, action)
         next_state, timestep = env.step(env_state, action)
         last = timestep.step_type == StepType.LAST

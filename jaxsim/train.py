@@ -33,7 +33,7 @@ DIAGNOSTICS_SALT = 0xD1A6
 class TrainState:
     """Everything that flows from one episode to the next, for one seed."""
 
-    agents: object  # agent train states stacked on a leading agent axis
+    agents: object  # the team's train states: stacked on a leading agent axis per group
     mechanism: object
     key: jax.Array
     episode: jax.Array  # i32[] episodes completed
@@ -92,10 +92,15 @@ class Experiment:
             validate(config)
         self.config = config
         self.env = envs_jax.make(config.env, **dict(config.env_params))
-        self.agent = agents_lib.make(config.agent, self.env)
-        mechanism = mechanism_lib.make(config.mechanism, self.env, config, self.agent)
+        self.team = agents_lib.team(config.agent, self.env)  # one group per learner
+        mechanism = mechanism_lib.make(config.mechanism, self.env, config, self.team)
         # Fig. 10's pretrained incentives pay fresh agents unchanged.
         self.mechanism = Frozen(mechanism) if config.freeze_mechanism else mechanism
+
+    @property
+    def agent(self):
+        """The learner of every agent (a mixed team has none: see `team`)."""
+        return self.team.only
 
     def init(self, key: jax.Array) -> TrainState:
         with matmul_precision_scope(self.config.matmul_precision):
@@ -105,7 +110,7 @@ class Experiment:
         agents_key, mechanism_key, key = jax.random.split(key, 3)
         agent_keys = jax.random.split(agents_key, self.env.num_agents)
         return TrainState(
-            agents=jax.vmap(self.agent.init)(agent_keys),
+            agents=self.team.init(agent_keys),
             mechanism=self.mechanism.init(mechanism_key),
             key=key,
             episode=jnp.zeros((), jnp.int32),
@@ -113,13 +118,13 @@ class Experiment:
 
     def episode_step(self, state: TrainState, _=None) -> tuple[TrainState, dict]:
         key, rollout_key, mechanism_key = jax.random.split(state.key, 3)
-        traj = rollout(self.env, self.agent, self.mechanism, state.agents.params,
+        traj = rollout(self.env, self.team, self.mechanism, self.team.params(state.agents),
                        state.mechanism, rollout_key)
         # The agents' train states reach only the kind of mechanism declared to read them (ID).
         reads = {"agent_state": state.agents} if isinstance(self.mechanism, ReadsAgents) else {}
         mechanism_state, mechanism_metrics = self.mechanism.update(
             state.mechanism, traj, mechanism_key, **reads)
-        agents, agent_metrics = jax.vmap(self.agent.update)(
+        agents, agent_metrics = self.team.update(
             state.agents, agent_view(traj, reward=self.mechanism.agent_rewards(traj)))
         metrics = episode_metrics(traj, self.env.num_actions)
         metrics.update(mechanism_metrics)
@@ -137,7 +142,7 @@ class Experiment:
         due = (state.episode > 0) & (state.episode % period == 0)
         keys = jax.random.split(jax.random.fold_in(state.key, AGENT_RESET_SALT),
                                 self.env.num_agents)
-        fresh = jax.vmap(self.agent.init)(keys)
+        fresh = self.team.init(keys)
         agents = jax.tree.map(lambda f, a: jnp.where(due, f, a), fresh, state.agents)
         return state.replace(agents=agents)
 
@@ -165,8 +170,8 @@ class Experiment:
     def _evaluate(self, state: TrainState) -> dict:
         eval_key = jax.random.fold_in(state.key, EVAL_KEY_SALT)
         keys = jax.random.split(eval_key, self.config.eval_episodes)
-        play = lambda k: rollout(self.env, self.agent, self.mechanism, state.agents.params,
-                                 state.mechanism, k)
+        play = lambda k: rollout(self.env, self.team, self.mechanism,  # noqa: E731
+                                 self.team.params(state.agents), state.mechanism, k)
         metrics = jax.vmap(lambda k: episode_metrics(play(k), self.env.num_actions))(keys)
         return {"eval/" + k: v.mean(0) for k, v in metrics.items()}
 

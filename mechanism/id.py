@@ -30,6 +30,7 @@ from agents.ac import ACConfig
 from agents.base import Trajectory, agent_view
 from agents.networks import JointNet, joint_action_one_hot
 from agents.pg import discounted_reward_to_go
+from agents.team import Team
 from envs_jax import checks
 from mechanism.base import ReadsAgents, check_conv_layout
 
@@ -110,14 +111,17 @@ def check(mech: IDConfig, env, run) -> None:
                    f"mechanism.designer_input 'state' needs an environment with a central "
                    f"state (escape_room); {run.env} has none: use 'observations'")
     checks.choice("mechanism.agent_model", mech.agent_model, ("own", "pg_step"))
-    checks.require(mech.agent_model == "pg_step"
-                   or hasattr(agents_lib.agent_class(run.agent), "inner_loss"),
+    members = agents_lib.members(run.agent, env.num_agents)
+    unmodelled = sorted({type(m).__name__ for m in members
+                         if not hasattr(agents_lib.agent_class(m), "inner_loss")})
+    checks.require(mech.agent_model == "pg_step" or not unmodelled,
                    f"the ID baseline models each agent's update as one plain SGD step of its "
-                   f"policy-gradient loss; {type(run.agent).__name__} agents declare no such "
+                   f"policy-gradient loss; {', '.join(unmodelled)} agents declare no such "
                    "step (inner_loss, inner_lr): ID cannot model them. To run ID with a model "
                    "it knows to be wrong (one SGD step of REINFORCE on the agent's policy; "
                    "for Q-learners a softmax over Q), set mechanism.agent_model='pg_step'")
-    checks.require(mech.inner_critic == "before" or isinstance(run.agent, ACConfig),
+    checks.require(mech.inner_critic == "before"
+                   or all(isinstance(m, ACConfig) for m in members),
                    "mechanism.inner_critic 'after' rebuilds an actor-critic step with its "
                    "updated critic; these agents have no critic: use 'before'")
     checks.require(mech.init == "orthogonal" or not mech.conv_filters,
@@ -169,13 +173,17 @@ class IncentiveDesigner(ReadsAgents):
         return cls(config, env, agent)
 
     def __init__(self, config: IDConfig, env, agent):
-        if agent is None or (config.agent_model == "own" and not hasattr(agent, "inner_loss")):
-            raise ValueError("the ID baseline needs an agent that declares the step it "
+        """agent: the team (agents.team.Team), or one learner for every agent."""
+        team = agent if agent is None or isinstance(agent, Team) else Team.uniform(
+            agent, env.num_agents)
+        if team is None or (config.agent_model == "own" and not all(
+                hasattr(learner, "inner_loss") for learner in team.learners)):
+            raise ValueError("the ID baseline needs agents that declare the step it "
                              "models (`inner_loss`, `inner_lr`): PGAgent or ACAgent, or "
                              "agent_model 'pg_step'")
         self.config = config
         self.env = env
-        self.agent = agent
+        self.team = team
         self.num_agents = env.num_agents
         self.num_actions = env.num_actions
         self.obs_shape = tuple(env.observation_spec.shape[1:])
@@ -194,7 +202,9 @@ class IncentiveDesigner(ReadsAgents):
     def describe(self) -> str | None:
         if self.config.agent_model == "own":
             return None
-        return (f"ID models each {type(self.agent).__name__} as one plain SGD step of "
+        kinds = list(dict.fromkeys(type(learner).__name__ for learner in self.team.learners))
+        kinds = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+        return (f"ID models each {kinds} as one plain SGD step of "
                 "REINFORCE on its declared policy (agent_model 'pg_step'), not as the "
                 "update it really takes")
 
@@ -229,7 +239,7 @@ class IncentiveDesigner(ReadsAgents):
         eta = self.eta_net.init(eta_key, self.designer_view(example_obs),
                                 joint_action_one_hot(example_action, self.num_actions))
         agent_keys = jax.random.split(agent_key, self.num_agents)
-        agents = jax.eval_shape(jax.vmap(self.agent.init), agent_keys)  # shapes only
+        agents = jax.eval_shape(self.team.init, agent_keys)  # shapes only
         critic = critic_opt = None
         if self.uses_critic:
             critic = self.critic_net.init(jax.random.fold_in(key, 1), example_obs)
@@ -256,35 +266,41 @@ class IncentiveDesigner(ReadsAgents):
         """Each agent's SGD step on episode k with reward r_env + r_inc(eta), from the
         state that played episode k (with inner_critic "after", its critic replaced
         by the one the agent has after its update on episode k, `agent_state`'s)."""
+        team = self.team
         if self.config.inner_critic == "after":
-            prev_agents = self.agent.with_critic_of(prev_agents, agent_state)
+            prev_agents = team.pack([
+                learner.with_critic_of(prev, updated) for learner, prev, updated
+                in zip(team.learners, team.groups_of(prev_agents), team.groups_of(agent_state),
+                       strict=True)])
         incentive = self.incentives(eta, prev.obs, prev.action) * prev.mask[:, None]
-        if self.config.agent_model == "own":
-            lr, inner_loss = self.agent.inner_lr, self.agent.inner_loss
-        else:
-            lr, inner_loss = self.agent.model_lr, self.modelled_pg_loss
+        own_step = self.config.agent_model == "own"
 
-        def sgd_step(agent_state, own):
+        def sgd_step(learner, agent_state, own):
+            lr = learner.inner_lr if own_step else learner.model_lr
+            inner_loss = learner.inner_loss if own_step else self.modelled_pg_loss(learner)
             grads = jax.grad(lambda p: inner_loss(agent_state, p, own))(agent_state.params)
             return jax.tree.map(lambda p, g: p - lr * g, agent_state.params, grads)
 
-        return jax.vmap(sgd_step)(prev_agents, agent_view(prev.replace(incentive=incentive)))
+        view = agent_view(prev.replace(incentive=incentive))
+        return team.pack(team.vmap(sgd_step, grouped=[prev_agents], stacked=[view]))
 
-    def modelled_pg_loss(self, agent_state, params, own) -> jax.Array:
-        """agent_model "pg_step": the REINFORCE loss ID assumes an agent it cannot model
-        descends, -sum_t log pi(a_t | o_t) G_t on the agent's declared policy, G_t the
+    def modelled_pg_loss(self, learner):
+        """agent_model "pg_step": the REINFORCE loss ID assumes a learner it cannot model
+        descends, -sum_t log pi(a_t | o_t) G_t on the learner's declared policy, G_t the
         discounted reward-to-go of r_env + r_inc at ID's gamma."""
-        del agent_state
-        weights = discounted_reward_to_go(own.reward, own.mask, self.config.gamma)
-        log_prob = self.agent.model_policy(params, own.obs).log_prob(own.action)
-        return -jnp.sum(own.mask * log_prob * weights)
+        def loss(agent_state, params, own) -> jax.Array:
+            del agent_state
+            weights = discounted_reward_to_go(own.reward, own.mask, self.config.gamma)
+            log_prob = learner.model_policy(params, own.obs).log_prob(own.action)
+            return -jnp.sum(own.mask * log_prob * weights)
+        return loss
 
-    def policy(self, params, obs: jax.Array):
-        """The policy ID scores in its outer loss: the agent's own (agent_model "own")
+    def policy(self, learner, params, obs: jax.Array):
+        """The policy ID scores in its outer loss: the learner's own (agent_model "own")
         or the one it declares for modelling."""
         if self.config.agent_model == "own":
-            return self.agent.policy(params, obs)
-        return self.agent.model_policy(params, obs)
+            return learner.policy(params, obs)
+        return learner.model_policy(params, obs)
 
     def team_values(self, critic, obs: jax.Array) -> jax.Array:
         """The centralised critic's V(every observation): obs [T, N, ...] -> f32[T]."""
@@ -313,8 +329,9 @@ class IncentiveDesigner(ReadsAgents):
         episode k+1."""
         params = self.relearned_params(eta, state.prev_agents, state.prev_traj, agent_state)
         view = agent_view(traj)
-        log_prob = jax.vmap(lambda p, o, a: self.policy(p, o).log_prob(a))(
-            params, view.obs, view.action)  # [N, T]
+        log_prob = self.team.join(self.team.vmap(
+            lambda learner, p, o, a: self.policy(learner, p, o).log_prob(a),
+            grouped=[params], stacked=[view.obs, view.action]))  # [N, T]
         return -jnp.sum(log_prob * self.outer_weights(state, traj)[None])
 
     def update_critic(self, state: IDState, traj: Trajectory):

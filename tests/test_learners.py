@@ -1,17 +1,18 @@
-"""The learners of issue 19 under the engine's seed axis: PPO and DQN seeds trained
-together (one vmap) are the seeds trained alone."""
+"""The learners of issue 19 under the engine's seed axis: PPO, DQN and mixed-team
+seeds trained together (one vmap) are the seeds trained alone."""
 
 import jax
 import numpy as np
 import pytest
 
-from agents import DQNConfig, PPOConfig
+from agents import DQNConfig, MixedConfig, PGConfig, PPOConfig
 from jaxsim.config import escape_room
 from jaxsim.runner import run
 
 LEARNERS = {"ppo": PPOConfig(hidden=(8,), num_minibatches=1, update_epochs=2),
             "dqn": DQNConfig(hidden=(8,), buffer_size=64, batch_size=8, learning_starts=8,
                              train_interval=2, target_update_period=4)}
+LEARNERS["mixed"] = MixedConfig(members=(PGConfig(hidden=(8,)), LEARNERS["ppo"], LEARNERS["dqn"]))
 
 
 @pytest.mark.timeout(300)
