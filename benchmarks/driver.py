@@ -40,6 +40,8 @@ class Benchmark:
     names: Callable[[list], list] = lambda names: names  # drop runs that repeat others
     check_merge: Callable[[list[dict]], None] = lambda payloads: None
     after_merge: Callable[[Any, dict], Any] = lambda args, payload: args  # flags for outputs
+    # (args, group, alg) -> whether the group runs that algorithm (default: every one)
+    keep: Callable[[Any, Any, str], bool] = lambda args, group, alg: True
 
 
 def run_swept(args, config, name: str, group: str, figures: Callable, run: Callable,
@@ -71,14 +73,16 @@ def train(spec: Benchmark, args) -> dict:
     args = join_job(args)  # several hosts: before any device is touched
     names = spec.names(run_names(args, spec.algorithms(args)))
     groups = spec.groups(args)
+    runs = {group: [n for n in names if spec.keep(args, group, n[1])] for group in groups}
     for group in groups:
-        check_runs(args, names, lambda a, alg, recipe, taken, group=group: spec.make_config(
-            a, alg, recipe, taken, group), spec.rows(args), spec.experiment(args))
+        check_runs(args, runs[group], lambda a, alg, recipe, taken, group=group:
+                   spec.make_config(a, alg, recipe, taken, group), spec.rows(args),
+                   spec.experiment(args))
     results: dict = {}
     payload = lambda: {"args": dataclasses.asdict(args), **spec.header(args),  # noqa: E731
                        spec.results_key: _flat(spec, results)}
     try:
-        for group, (name, alg, recipe) in ((g, n) for g in groups for n in names):
+        for group, (name, alg, recipe) in ((g, n) for g in groups for n in runs[g]):
             ran = spec.run(args, group, name, alg, recipe)
             results.setdefault(group, {}).update(ran)
             if any(r.get("interrupted") for r in ran.values()):  # the runner saw the stop

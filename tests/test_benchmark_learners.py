@@ -1,0 +1,77 @@
+"""benchmarks.learners (issue 19): mechanism x learner x environment, end to end on a
+tiny budget, its refusals before compiling, and its runs split by seed merged."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import learners
+
+COMMON = dict(wandb_mode="disabled", progress=False)
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(400)
+def test_learners_benchmark_writes_the_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "learners.json"
+    args = learners.Args(env=("ipd",), mechanism=("none", "id"), learner=("pg", "ppo"),
+                         seeds=2, episodes=60, out=str(out), plots=str(tmp_path / "plots"),
+                         **COMMON)
+    learners.main(args)
+    payload = json.loads(out.read_text())
+    runs = payload["environments"]["ipd"]
+    assert list(runs) == ["none+pg", "none+ppo", "id+pg", "id+ppo"]
+    # ID models PG by its own step and PPO only as a REINFORCE step: said per run
+    assert runs["id+pg"]["id_agent_model"] == "own"
+    assert runs["id+ppo"]["id_agent_model"] == "pg_step"
+    assert runs["none+pg"]["id_agent_model"] is None
+    assert runs["id+ppo"]["config"]["agent_type"] == "PPOConfig"
+    for r in runs.values():
+        final = np.asarray(r["final_return_per_seed"])
+        assert r["episodes"] == 60 and len(final) == 2
+        assert r["optimum"] == 30.0 and r["optimum_level"] == 28.5
+        assert r["fraction_at_optimum"] == np.mean(final >= 28.5)
+        low, high = r["final_return_ci95"]
+        assert low <= r["final_return_mean"] <= high
+    assert (tmp_path / "plots" / "learners_ipd.png").exists()
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-6].startswith("Iterated Prisoner's Dilemma: optimum 30")
+    assert printed[-1].split()[:2] == ["id", "ppo"] and printed[-1].split()[-1] == "pg_step"
+
+
+def test_learners_benchmark_refuses_bad_input_before_compiling(monkeypatch):
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled before the input was checked")
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", no_compiling)
+    for changes, message in (
+            (dict(recipe=("authors",)), "runs the paper's recipe"),
+            (dict(env=("ipd",), learner=("ac",)), "--learner ac runs on none of --env"),
+            (dict(sweep=("c1=0,0.5",)), "--sweep does not apply"),
+            (dict(mechanism=("id", "id")), "--mechanism names a value twice"),
+            (dict(seeds=-1), "num_seeds must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):
+            learners.main(learners.Args(**{"env": ("ipd",), **COMMON, **changes}))
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(400)
+def test_learners_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
+    """Seeds 0 and 1 trained apart and merged: the whole run's figures, the fraction
+    at the optimum recomputed over both seeds."""
+    common = dict(env=("ipd",), mechanism=("shared",), learner=("dqn",), episodes=60,
+                  plots=str(tmp_path / "p"), **COMMON)
+    whole = learners.main(learners.Args(seeds=2, **common))
+    parts = []
+    for first in (0, 1):
+        path = tmp_path / f"part{first}.json"
+        learners.main(learners.Args(seeds=1, first_seed=first, out=str(path), **common))
+        parts.append(str(path))
+    merged = learners.main(learners.Args(merge=tuple(parts), **common))
+    a, b = whole["environments"]["ipd"]["shared+dqn"], merged["environments"]["ipd"]["shared+dqn"]
+    np.testing.assert_allclose(b["final_return_per_seed"], a["final_return_per_seed"],
+                               rtol=1e-5)
+    assert b["fraction_at_optimum"] == a["fraction_at_optimum"]
+    assert b["seeds"] == 2 and b["merged_from"] == 2
