@@ -156,15 +156,18 @@ class Team:
 
     def update(self, state, view) -> tuple[Any, dict]:
         """Each agent's own update on its own trajectory (view: agent axis first).
-        Metrics: the learner's names for one group, "NAME/metric" for a mixed team."""
+        Metrics: the learner's, one entry per agent, for one group; for a mixed team
+        one scalar per agent, "NAME/metric/i" with i the agent's number (the names a
+        one-group team's entries are logged under, with the learner's name)."""
         outs = self.vmap(lambda learner, s, t: learner.update(s, t), grouped=[state],
                          stacked=[view])
         new_state = self.pack([new for new, _ in outs])
         if not self.mixed:
             return new_state, outs[0][1]
         metrics = {}
-        for name, (_, group_metrics) in zip(self.names, outs, strict=True):
-            metrics.update({f"{name}/{key}": value for key, value in group_metrics.items()})
+        for name, agents, (_, group_metrics) in zip(self.names, self.agents, outs, strict=True):
+            for key, value in group_metrics.items():
+                metrics.update({f"{name}/{key}/{i}": value[slot] for slot, i in enumerate(agents)})
         return new_state, metrics
 
 

@@ -74,7 +74,7 @@ def train(spec: Benchmark, args) -> dict:
     names = spec.names(run_names(args, spec.algorithms(args)))
     groups = spec.groups(args)
     runs = {group: [n for n in names if spec.keep(args, group, n[1])] for group in groups}
-    for group in groups:
+    for group in (g for g in groups if runs[g]):  # a group `keep` empties runs nothing
         check_runs(args, runs[group], lambda a, alg, recipe, taken, group=group:
                    spec.make_config(a, alg, recipe, taken, group), spec.rows(args),
                    spec.experiment(args))

@@ -8,10 +8,14 @@ learning algorithms", where ID differentiates through a model of the agents' own
 update; every experiment of the paper uses one learner whose update ID models
 exactly. Here every mechanism (none, shared reward, IQ-Flow, ID) meets every learner
 (the paper's PG on the matrix game and Escape Room and AC on Cleanup, PPO, DQN, and
-a mixed team of them) on the IPD, ER(5, 2) and Cleanup 7x7. The mechanisms and the
-learners keep the paper's settings for each environment (its presets); PPO and DQN
-keep their own defaults (agents.ppo, agents.dqn), on Cleanup with the AC agents'
-Conv(6) torso. ID models PG and AC agents by their own step; PPO, DQN and mixed
+a mixed team of them) on the IPD, ER(5, 2) and Cleanup 7x7. Each run is the suite's
+preset of that mechanism on that environment (jaxsim.config: the paper's settings;
+ID on the IPD, where the paper has none, with IDConfig's defaults, its Escape Room
+values) with its learner replaced: PPO and DQN keep their own defaults (agents.ppo,
+agents.dqn), on Cleanup with the AC agents' Conv(6) torso; pg and ac, and a mixed
+team's first member, are the preset's own learner (on Cleanup the independent-AC
+settings without a mechanism, the IQ-Flow column's AC under the others, as in the
+paper's Fig. 7). ID models PG and AC agents by their own step; PPO, DQN and mixed
 teams it can only model wrongly, as one SGD step of REINFORCE on their declared
 policy (a softmax over Q for DQN: IDConfig.agent_model "pg_step"), which the table
 names. "shared" (every agent learns from the team's reward, no mechanism) is each
@@ -159,8 +163,13 @@ def at_optimum(per_seed, level: float) -> float | None:
 
 
 def with_optimum(env: str, figures: dict) -> dict:
+    """`figures` with the optimum, the level a seed must reach, the final evaluation's
+    95% interval and the fraction of seeds at the optimum, all from the last
+    evaluation's per-seed returns (stored to 4 decimals: evaluated returns here are
+    multiples of 0.1, so the rounding never crosses a level)."""
     optimum, level = OPTIMUM[env]
-    final = figures["final_return_per_seed"]
+    per_seed = figures["eval_return_per_seed"]
+    final = per_seed[-1] if len(per_seed) else []
     interval = mean_ci95(final)["ci95"] if len(final) else [None, None]
     return {**figures, "optimum": optimum, "optimum_level": level,
             "final_return_ci95": interval,

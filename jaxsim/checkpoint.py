@@ -134,6 +134,13 @@ def _config_differences(saved: dict, current: dict, config: TrainConfig | None =
             kind = type(getattr(config, part))
             if isinstance(saved.get(part), dict) and saved.get(f"{part}_type") == kind.__name__:
                 saved[part] = _with_defaults(saved[part], kind)
+        if isinstance(config.agent, agents_lib.MixedConfig) and isinstance(
+                saved.get("agent"), dict) and isinstance(saved["agent"].get("members"), list):
+            kinds = {type(m).__name__: type(m) for m in config.agent.members}
+            saved["agent"]["members"] = [
+                _with_defaults(m, kinds[m["type"]])
+                if isinstance(m, dict) and m.get("type") in kinds else m
+                for m in saved["agent"]["members"]]
     keys = sorted(set(saved) | set(current))
     return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys
             if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]

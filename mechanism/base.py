@@ -12,9 +12,10 @@ nothing; metrics named `alarm/...`, 0 or 1 per run and entry, are warnings the h
 reports once one has held for a whole evaluation period).
 
 It never sees the agents' parameters, with one declared exception: a mechanism of
-the kind `ReadsAgents` (the ID baseline) is built with the agent object and its
-`update` is also given `agent_state`, the agents' train states (stacked) that
-generated the trajectory. IQ-Flow is a plain `Mechanism`: not seeing them is the
+the kind `ReadsAgents` (the ID baseline) is built with the agents' team
+(agents.team.Team) and its `update` is also given `agent_state`, the team's train
+states (in the team's layout: stacked per group of one learner) that generated the
+trajectory. IQ-Flow is a plain `Mechanism`: not seeing them is the
 paper's point.
 
 A mechanism is built by `from_config(config, env, run)` (`ReadsAgents`: also the
@@ -70,7 +71,7 @@ class Mechanism:
 
 class ReadsAgents(Mechanism):
     """The kind of mechanism that looks inside the learners (the ID baseline): built
-    with the agent object, its update handed the agents' train states."""
+    with the agents' team, its update handed the team's train states."""
 
     reads_agents: ClassVar[bool] = True
 

@@ -33,8 +33,7 @@ def test_learners_benchmark_writes_the_table_json_and_plot(tmp_path, capsys):
         assert r["episodes"] == 60 and len(final) == 2
         assert r["optimum"] == 30.0 and r["optimum_level"] == 28.5
         assert r["fraction_at_optimum"] == np.mean(final >= 28.5)
-        low, high = r["final_return_ci95"]
-        assert low <= r["final_return_mean"] <= high
+        assert r["eval_episodes"] == [60]  # the run's last episode, always evaluated
     assert (tmp_path / "plots" / "learners_ipd.png").exists()
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-6].startswith("Iterated Prisoner's Dilemma: optimum 30")
@@ -75,3 +74,18 @@ def test_learners_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
                                rtol=1e-5)
     assert b["fraction_at_optimum"] == a["fraction_at_optimum"]
     assert b["seeds"] == 2 and b["merged_from"] == 2
+
+
+def test_fraction_at_optimum_and_interval_on_hand_worked_numbers():
+    """Four seeds ending at 27, 28.5, 29 and 30 on the IPD (a seed is at the optimum
+    from 28.5): three of them, and the t-interval 28.625 +- 3.182 * 1.2500 / 2."""
+    figures = {"eval_return_per_seed": [[0, 0, 0, 0], [27.0, 28.5, 29.0, 30.0]]}
+    out = learners.with_optimum("ipd", figures)
+    assert out["optimum"] == 30.0 and out["optimum_level"] == 28.5
+    assert out["fraction_at_optimum"] == 0.75
+    std = np.std([27.0, 28.5, 29.0, 30.0], ddof=1)  # 1.2500
+    half = 3.182446 * std / 2
+    np.testing.assert_allclose(out["final_return_ci95"], [28.625 - half, 28.625 + half],
+                               rtol=1e-6)
+    empty = learners.with_optimum("er", {"eval_return_per_seed": []})
+    assert empty["fraction_at_optimum"] is None and empty["optimum_level"] == 27.0

@@ -15,7 +15,9 @@ from jaxsim.checkpoint import config_from_json, config_json
 from jaxsim.config import escape_room, matrix_game, validate
 from jaxsim.rollout import rollout
 from jaxsim.train import Experiment
+from jaxsim.checkpoint import _config_differences
 from mechanism import make as make_mechanism
+from mechanism.id import IDConfig, IncentiveDesigner
 from mechanism.none import NoMechanismConfig
 
 PG = PGConfig(hidden=(8,))
@@ -70,7 +72,7 @@ def test_each_agent_acts_with_its_own_learner():
     """The team's actions are, agent by agent, what that agent's learner picks from
     its own parameters, observation and key."""
     env = room()
-    team = Team.from_config(MixedConfig(members=(PG, DQN, PPO)), env)
+    team = Team.from_config(MixedConfig(members=(PG, DQN, PG)), env)  # agents 0, 2: one vmap
     state = team.init(jax.random.split(jax.random.PRNGKey(1), 3))
     _, first = env.reset(jax.random.PRNGKey(2))
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
@@ -150,3 +152,54 @@ def test_a_mixed_config_survives_its_checkpoint_json():
     assert [m["type"] for m in saved["agent"]["members"]] == ["PGConfig", "DQNConfig"]
     assert config_from_json(saved) == config
     assert config_from_json(config_json(matrix_game("ipd"))) == matrix_game("ipd")
+
+
+@pytest.mark.timeout(180)
+def test_each_agent_of_a_team_updates_as_its_learner_alone():
+    """Agents 0 and 2 (one PG vmap) and agent 1 (PPO): each agent's new state is its
+    learner's update of its own state on its own trajectory, computed alone (up to a
+    batched matmul's rounding), so no agent is handed another's data."""
+    env = room()
+    team = Team.from_config(MixedConfig(members=(PG, PPO, PG)), env)
+    state = team.init(jax.random.split(jax.random.PRNGKey(0), 3))
+    view = agent_view(episode(env, team, team.params(state), jax.random.PRNGKey(4)))
+    new, metrics = jax.jit(team.update)(state, view)
+    assert set(metrics) >= {"pg/entropy/0", "pg/entropy/2", "ppo/value_loss/1"}
+    for g, (learner, agents) in enumerate(zip(team.learners, team.agents, strict=True)):
+        for slot, i in enumerate(agents):
+            mine = lambda tree, slot=slot: jax.tree.map(lambda x: x[slot], tree)  # noqa: E731
+            own = jax.tree.map(lambda x, i=i: x[i], view)
+            alone, _ = jax.jit(learner.update)(mine(team.groups_of(state)[g]), own)
+            for a, b in zip(leaves(alone), leaves(mine(team.groups_of(new)[g])), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"agent {i}")
+
+
+@pytest.mark.timeout(180)
+def test_id_over_several_groups_is_id_over_one():
+    """The same PG learner split into groups (agents 0 and 2, agent 1): ID's
+    meta-gradient through the rebuilt updates is the one-group team's."""
+    env = room()
+    agent = agents_lib.make(PG, env)
+    one, two = Team.uniform(agent, 3), Team([agent, agent], [(0, 2), (1,)])
+    agents_one = one.init(jax.random.split(jax.random.PRNGKey(0), 3))
+    agents_two = two.pack(two.split(agents_one))
+    played, scored = (episode(env, one, one.params(agents_one), jax.random.PRNGKey(k))
+                      for k in (1, 2))
+    grads = []
+    for team, agents in ((one, agents_one), (two, agents_two)):
+        mech = IncentiveDesigner(IDConfig(), env, team)
+        state = mech.init(jax.random.PRNGKey(3)).replace(prev_agents=agents, prev_traj=played,
+                                                         has_prev=jnp.asarray(True))
+        grads.append(jax.jit(jax.grad(mech.outer_loss))(state.eta, state, scored))
+    assert any(np.abs(g).max() > 0 for g in leaves(grads[0]))
+    for a, b in zip(leaves(grads[0]), leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_mixed_checkpoint_reads_a_member_field_added_since_as_its_default():
+    config = matrix_game("ipd", "none").replace(agent=MixedConfig(members=(PG, PPO)))
+    saved = config_json(config)
+    del saved["agent"]["members"][1]["vf_coef"]  # a field PPOConfig gained after the save
+    assert _config_differences(saved, config_json(config), config) == []
+    changed = config_json(config.replace(agent=MixedConfig(members=(PG, PPO.__class__(lr=1.0)))))
+    assert _config_differences(changed, config_json(config), config)
