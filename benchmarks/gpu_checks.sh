@@ -18,6 +18,11 @@
 # er105       ER(10, 5) IQ-Flow, SEEDS x EPISODES (about 8 minutes on an H200): saved only
 #             when stopped, since 64 seeds' state with the whole run's replay is 16.6 GB
 #             and three kept checkpoints would fill most of the disk
+# learners_ENV
+#             issue 19's table at full scale, ENV one of ipd, er, cleanup: every mechanism
+#             x learner, SEEDS seeds x the paper's length (EPISODES, default IPD 3,000,
+#             ER(5, 2) 25,000, Cleanup 20,000), checkpointed and resumed like c7_ALG;
+#             LEARNERS_FLAGS adds flags, e.g. "--mechanism iqflow id --learner ppo"
 #
 # The learning jobs use float32 matmuls (PRECISION=default gives the GPU's TF32), so
 # their numbers are the CPU's, seed for seed, up to the devices' rounding.
@@ -29,11 +34,11 @@
 # Dry run on a CPU at tiny sizes (what CI's machine can do in a few minutes):
 #   OUT=/tmp/dry SEEDS=2 EPISODES=4 ROWS="2 2:reference" KROWS="2 2:reference" \
 #     SMALL=1 bash benchmarks/gpu_checks.sh profile step c7_iqflow c7_iqflow fig8 er105
+#   (learners_ENV likewise, e.g. with LEARNERS_FLAGS="--mechanism none id --learner ppo")
 set -u
 OUT=${OUT:?set OUT to the folder for the JSON and logs}
 KROWS=${KROWS:-64 64:reference}
 SEEDS=${SEEDS:-64}
-EPISODES=${EPISODES:-20000}
 CKPT=${CKPT:-runs/ckpt/gpu}
 T0=$(date +%s)
 mkdir -p "$OUT" "$CKPT"
@@ -46,18 +51,21 @@ limit() {  # seconds the next job may run
   echo $(( left > 1 ? left : 1 ))
 }
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
-common=(--wandb-mode disabled --no-progress --seeds "$SEEDS" --episodes "$EPISODES"
+common=(--wandb-mode disabled --no-progress --seeds "$SEEDS"
         --matmul-precision "${PRECISION:-float32}")
 # SMALL=1: chunks and evaluations small enough for a dry run's few episodes.
 [ -n "${SMALL:-}" ] && common+=(--chunk-episodes 2 --eval-period 2)
-resumable() {  # JOB EVERY ARGS...: a learning benchmark checkpointed every EVERY chunks,
-  local job=$1 every=$2; shift 2  # resumed if its checkpoint exists
+resumable() {  # JOB EVERY LENGTH ARGS...: a learning benchmark of EPISODES (default
+  local job=$1 every=$2 length=${EPISODES:-$3}; shift 3  # LENGTH) episodes checkpointed
+  # every EVERY chunks, resumed if its checkpoint exists
   local dir="$CKPT/$job"
-  local again=()  # resume only from a written checkpoint (a step folder), not from the
-  # empty folders a piece stopped while compiling leaves behind, nor a save cut short
-  [ -n "$(find "$dir" -mindepth 2 -maxdepth 2 -type d -name '[0-9]*' ! -name '*tmp*' \
+  local again=()  # resume only from a written checkpoint (a step folder, ALG/STEP or
+  # ENV/ALG/STEP), not from the empty folders a piece stopped while compiling leaves
+  # behind, nor a save cut short
+  [ -n "$(find "$dir" -mindepth 2 -maxdepth 3 -type d -name '[0-9]*' ! -name '*tmp*' \
           2>/dev/null)" ] && again=(--resume)
-  timeout -s INT -k 60 "$(limit)" python -m "$@" "${common[@]}" --checkpoint-dir "$dir" \
+  timeout -s INT -k 60 "$(limit)" python -m "$@" "${common[@]}" --episodes "$length" \
+    --checkpoint-dir "$dir" \
     --checkpoint-every "$every" ${again[@]+"${again[@]}"} --plots "$OUT/plots/$job" \
     --out "$OUT/$job.json"
 }
@@ -94,13 +102,19 @@ for job in "$@"; do
       for known in id_authors authors paper; do
         case $alg in *_"$known") recipe=$known; alg=${alg%_"$known"}; break ;; esac
       done
-      resumable "$job" 10 benchmarks.cleanup --map 7x7 --alg "$alg" --recipe "$recipe" ;;
+      resumable "$job" 10 20000 benchmarks.cleanup --map 7x7 --alg "$alg" --recipe "$recipe" ;;
     fig8)
-      resumable "$job" 10 benchmarks.cleanup --map 7x7 --alg iqflow \
+      resumable "$job" 10 20000 benchmarks.cleanup --map 7x7 --alg iqflow \
         --sweep c1=0,0.25 c2=0,1.4924e-4 ;;
     er105)
-      resumable "$job" 1000000 benchmarks.escape_room --n 10 --m 5 --alg iqflow ;;
-    *) echo "unknown job $job (profile, step, c7_ALG[_RECIPE], fig8, er105)"; exit 2 ;;
+      resumable "$job" 1000000 20000 benchmarks.escape_room --n 10 --m 5 --alg iqflow ;;
+    learners_ipd|learners_er|learners_cleanup)
+      env=${job#learners_}
+      length=$(case $env in ipd) echo 3000 ;; er) echo 25000 ;; *) echo 20000 ;; esac)
+      # shellcheck disable=SC2086  # LEARNERS_FLAGS is a list of flags
+      resumable "$job" 10 "$length" benchmarks.learners --env "$env" ${LEARNERS_FLAGS:-} ;;
+    *) echo "unknown job $job (profile, step, c7_ALG[_RECIPE], fig8, er105, learners_ENV)"
+       exit 2 ;;
   esac
   echo "$job rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu_checks.log"
 done

@@ -78,6 +78,10 @@ class Args(RunArgs):
     seeds: int = 8
     episodes: int | None = None
     """every environment's length (default: IPD 3,000, ER 10,000, Cleanup 3,000)"""
+    chunk_episodes: int | None = None
+    """every environment's chunk (default: each preset's: IPD 30, ER 250, Cleanup 100)"""
+    eval_period: int | None = None
+    """every environment's evaluation period (default: each preset's: 300, 500, 500)"""
     plots: str = "runs/learners"
 
 
@@ -148,8 +152,12 @@ def learner_config(env: str, learner: str, paper):
 def make_config(args: Args, alg: str, env: str, taken: set | None = None):
     mechanism, learner = split(alg)
     episodes = args.episodes or EPISODES[env]
+    schedule = {name: value for name, value in (("chunk_episodes", args.chunk_episodes),
+                                                  ("eval_period", args.eval_period))
+                if value is not None}
     config = preset(env, mechanism, episodes, num_seeds=args.seeds, seed=args.seed,
-                    first_seed=args.first_seed, matmul_precision=args.matmul_precision)
+                    first_seed=args.first_seed, matmul_precision=args.matmul_precision,
+                    **schedule)
     config = config.replace(agent=learner_config(env, learner, config.agent))
     if mechanism == "id" and learner not in ("pg", "ac"):  # a model ID knows to be wrong
         config = config.replace(mechanism=dataclasses.replace(config.mechanism,

@@ -17,8 +17,8 @@ COMMON = dict(wandb_mode="disabled", progress=False)
 def test_learners_benchmark_writes_the_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "learners.json"
     args = learners.Args(env=("ipd",), mechanism=("none", "id"), learner=("pg", "ppo"),
-                         seeds=2, episodes=60, out=str(out), plots=str(tmp_path / "plots"),
-                         **COMMON)
+                         seeds=2, episodes=60, eval_period=30, out=str(out),
+                         plots=str(tmp_path / "plots"), **COMMON)
     learners.main(args)
     payload = json.loads(out.read_text())
     runs = payload["environments"]["ipd"]
@@ -33,7 +33,7 @@ def test_learners_benchmark_writes_the_table_json_and_plot(tmp_path, capsys):
         assert r["episodes"] == 60 and len(final) == 2
         assert r["optimum"] == 30.0 and r["optimum_level"] == 28.5
         assert r["fraction_at_optimum"] == np.mean(final >= 28.5)
-        assert r["eval_episodes"] == [60]  # the run's last episode, always evaluated
+        assert r["eval_episodes"] == [30, 60]  # --eval-period for every environment
     assert (tmp_path / "plots" / "learners_ipd.png").exists()
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-6].startswith("Iterated Prisoner's Dilemma: optimum 30")
