@@ -41,7 +41,7 @@ import numpy as np
 from agents import DQNConfig, MixedConfig, PPOConfig
 from benchmarks import driver
 from benchmarks.common import (RunArgs, merge_run_figures, mean_ci95, plot_return_curves,
-                               run_figures, run_options, with_incentive_options)
+                               run_figures, run_options, with_incentive_options, with_rows)
 from benchmarks.driver import Benchmark
 from envs_jax.escape_room import EscapeRoom
 from envs_jax.matrix_games import PAYOFFS
@@ -82,6 +82,13 @@ class Args(RunArgs):
     """every environment's chunk (default: each preset's: IPD 30, ER 250, Cleanup 100)"""
     eval_period: int | None = None
     """every environment's evaluation period (default: each preset's: 300, 500, 500)"""
+    pg_return: Literal["reward_to_go", "discounted_reward"] | None = None
+    """SPEC §6 row 1 for the PG agents (alone or in a mixed team): reward-to-go (SPEC
+    §2, the default) or gamma^t r_t"""
+    id_outer_weight: Literal["return", "td_error", "per_step"] | None = None
+    """SPEC §6 row 4 for ID: what weights log pi in its outer loss (default: each
+    preset's). With --pg-return discounted_reward, per_step is the setting where ID
+    solves ER(5, 2) with PG agents (RESULTS.md, "Which SPEC §6 rows decide")"""
     plots: str = "runs/learners"
 
 
@@ -158,11 +165,18 @@ def make_config(args: Args, alg: str, env: str, taken: set | None = None):
     config = preset(env, mechanism, episodes, num_seeds=args.seeds, seed=args.seed,
                     first_seed=args.first_seed, matmul_precision=args.matmul_precision,
                     **schedule)
+    config, _ = with_rows(config, rows(args), taken)  # on the preset's own learner first
     config = config.replace(agent=learner_config(env, learner, config.agent))
     if mechanism == "id" and learner not in ("pg", "ac"):  # a model ID knows to be wrong
         config = config.replace(mechanism=dataclasses.replace(config.mechanism,
                                                               agent_model="pg_step"))
     return with_incentive_options(config, args, taken)
+
+
+def rows(args: Args) -> dict:
+    """{dotted config field: (value or None for the preset's, the flag)}."""
+    return {"agent.return_mode": (args.pg_return, "--pg-return"),
+            "mechanism.outer_weight": (args.id_outer_weight, "--id-outer-weight")}
 
 
 def at_optimum(per_seed, level: float) -> float | None:
@@ -256,7 +270,7 @@ BENCHMARK = Benchmark(
     experiment=lambda args: "benchmarks.learners",
     algorithms=algorithms,
     make_config=lambda args, alg, recipe, taken, env: make_config(args, alg, env, taken),
-    rows=lambda args: {},
+    rows=rows,
     run=lambda args, env, name, alg, recipe: run_one(args, env, name, alg),
     merge_run=merge_run,
     outputs=outputs,

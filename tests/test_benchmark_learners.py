@@ -50,7 +50,11 @@ def test_learners_benchmark_refuses_bad_input_before_compiling(monkeypatch):
             (dict(env=("ipd",), learner=("ac",)), "--learner ac runs on none of --env"),
             (dict(sweep=("c1=0,0.5",)), "--sweep does not apply"),
             (dict(mechanism=("id", "id")), "--mechanism names a value twice"),
-            (dict(seeds=-1), "num_seeds must be an integer >= 1")):
+            (dict(seeds=-1), "num_seeds must be an integer >= 1"),
+            (dict(env=("cleanup",), pg_return="discounted_reward"),
+             "--pg-return does not apply"),
+            (dict(mechanism=("none", "iqflow"), id_outer_weight="per_step"),
+             "--id-outer-weight does not apply")):
         with pytest.raises(ValueError, match=message):
             learners.main(learners.Args(**{"env": ("ipd",), **COMMON, **changes}))
 
@@ -89,3 +93,14 @@ def test_fraction_at_optimum_and_interval_on_hand_worked_numbers():
                                rtol=1e-6)
     empty = learners.with_optimum("er", {"eval_return_per_seed": []})
     assert empty["fraction_at_optimum"] is None and empty["optimum_level"] == 27.0
+
+
+def test_the_row_flags_reach_pg_agents_alone_or_in_a_team_and_id():
+    args = learners.Args(env=("er",), pg_return="discounted_reward", id_outer_weight="per_step")
+    mixed = learners.make_config(args, "id+mixed", "er")
+    pg_members = [m for m in mixed.agent.members if type(m).__name__ == "PGConfig"]
+    assert len(pg_members) == 2 and all(m.return_mode == "discounted_reward" for m in pg_members)
+    assert mixed.mechanism.outer_weight == "per_step" and mixed.mechanism.agent_model == "pg_step"
+    assert learners.make_config(args, "none+pg", "er").agent.return_mode == "discounted_reward"
+    paper = learners.make_config(learners.Args(env=("er",)), "id+pg", "er")
+    assert paper.agent.return_mode == "reward_to_go" and paper.mechanism.outer_weight == "return"
