@@ -104,3 +104,26 @@ def test_the_row_flags_reach_pg_agents_alone_or_in_a_team_and_id():
     assert learners.make_config(args, "none+pg", "er").agent.return_mode == "discounted_reward"
     paper = learners.make_config(learners.Args(env=("er",)), "id+pg", "er")
     assert paper.agent.return_mode == "reward_to_go" and paper.mechanism.outer_weight == "return"
+
+
+@pytest.mark.timeout(300)
+def test_peek_reads_a_runs_curve_from_its_checkpoints(tmp_path, capsys):
+    """benchmarks.peek on a folder of runs: each run's evaluated curve and last
+    evaluation, as the run itself reported them."""
+    from benchmarks import peek
+    from jaxsim.config import matrix_game
+    from jaxsim.runner import run
+
+    config = matrix_game("ipd", "none", episodes=60, eval_period=30, num_seeds=3)
+    result = run(config, progress=False, checkpoint_dir=str(tmp_path / "ipd" / "none+pg"),
+                 checkpoint_every=1)
+    returns = np.asarray(result.eval_metrics["eval/return"], float)
+    (line,) = peek.main(peek.Args(str(tmp_path), level=float(np.median(returns[-1]))))
+    head, points = line.split("\n")
+    assert head.startswith(f"ipd/none+pg: episode 60, final {returns[-1].mean():.2f} [")
+    assert head.endswith(f"over 3 seeds, {np.mean(returns[-1] >= np.median(returns[-1])):.2f} "
+                         f"at >= {np.median(returns[-1]):g}")
+    assert points.split() == [f"{e}:{r:.1f}" for e, r in zip((30, 60), returns.mean(1),
+                                                              strict=True)]
+    with pytest.raises(SystemExit, match="no run checkpoints"):
+        peek.main(peek.Args(str(tmp_path / "empty")))
