@@ -45,6 +45,10 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     update_epochs: int = 4
     num_minibatches: int = 4  # of the episode's steps (padded with weightless rows)
+    # "minibatch": advantages standardised within each minibatch (PureJaxRL's); "none":
+    # as GAE gives them. A minibatch of one valid step standardises to 0, so an episode
+    # that ends after one step (ER's open door) teaches "minibatch" nothing.
+    advantage_norm: Literal["minibatch", "none"] = "minibatch"
 
 
 def check(config: PPOConfig, env, run) -> None:
@@ -64,6 +68,7 @@ def check(config: PPOConfig, env, run) -> None:
     checks.finite_in("agent.gae_lambda", config.gae_lambda, 0, 1)
     checks.positive_int("agent.update_epochs", config.update_epochs)
     checks.positive_int("agent.num_minibatches", config.num_minibatches)
+    checks.choice("agent.advantage_norm", config.advantage_norm, ("minibatch", "none"))
     checks.require(config.num_minibatches <= env.max_steps,
                    f"agent.num_minibatches ({config.num_minibatches}) exceeds the episode's "
                    f"{env.max_steps} steps ({run.env})")
@@ -155,9 +160,10 @@ class PPOAgent(Learner):
         mask = batch["mask"]
         steps = jnp.maximum(mask.sum(), 1.0)
         adv = batch["advantage"]
-        mean = jnp.sum(mask * adv) / steps
-        std = jnp.sqrt(jnp.sum(mask * (adv - mean) ** 2) / steps)
-        adv = (adv - mean) / (std + 1e-8)
+        if cfg.advantage_norm == "minibatch":
+            mean = jnp.sum(mask * adv) / steps
+            std = jnp.sqrt(jnp.sum(mask * (adv - mean) ** 2) / steps)
+            adv = (adv - mean) / (std + 1e-8)
         dist = self.policy(params, batch["obs"])
         policy_loss = clipped_surrogate(dist.log_prob(batch["action"]), batch["log_prob"], adv,
                                         mask, cfg.clip_eps)

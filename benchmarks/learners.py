@@ -11,8 +11,12 @@ exactly. Here every mechanism (none, shared reward, IQ-Flow, ID) meets every lea
 a mixed team of them) on the IPD, ER(5, 2) and Cleanup 7x7. Each run is the suite's
 preset of that mechanism on that environment (jaxsim.config: the paper's settings;
 ID on the IPD, where the paper has none, with IDConfig's defaults, its Escape Room
-values) with its learner replaced: PPO and DQN keep their own defaults (agents.ppo,
-agents.dqn), on Cleanup with the AC agents' Conv(6) torso; pg and ac, and a mixed
+values) with its learner replaced: DQN keeps its own defaults (agents.dqn); PPO keeps
+PureJaxRL's (agents.ppo) on Cleanup, where both have the AC agents' Conv(6) torso,
+and on the IPD and ER, whose episodes last 1 to 5 steps, learns from the whole
+episode's raw GAE advantages (one minibatch, advantage_norm "none": standardised
+within a minibatch of one step, ER's usual successful episode, an advantage is 0, and
+PPO alone on ER(5, 2)'s team reward stayed at 13 of 28; RESULTS.md); pg and ac, and a mixed
 team's first member, are the preset's own learner (on Cleanup the independent-AC
 settings without a mechanism, the IQ-Flow column's AC under the others, as in the
 paper's Fig. 7). ID models PG and AC agents by their own step; PPO, DQN and mixed
@@ -63,6 +67,8 @@ OPTIMUM = {"ipd": (IPD_OPTIMUM, 0.95 * IPD_OPTIMUM),
            "er": (float(EscapeRoom(5, 2).optimal_return),
                   float(EscapeRoom(5, 2).optimal_return - 1)),
            "cleanup": (38.9, 35.0)}  # the scripted division of labour (RESULTS.md)
+# PPO on the IPD and ER (episodes of 1-5 steps): the whole episode, raw advantages.
+SHORT_EPISODE_PPO = PPOConfig(num_minibatches=1, advantage_norm="none")
 # Mixed teams: agent i's learner, the paper's first (pg or ac).
 MIXED = {"ipd": ("paper", "ppo"), "er": ("paper", "ppo", "dqn", "paper", "ppo"),
          "cleanup": ("paper", "ppo")}
@@ -150,7 +156,7 @@ def learner_config(env: str, learner: str, paper):
     if learner in ("pg", "ac", "paper"):
         return paper
     if learner == "ppo":
-        return PPOConfig(**conv)
+        return PPOConfig(**conv) if conv else SHORT_EPISODE_PPO
     if learner == "dqn":
         return DQNConfig(**conv)
     return MixedConfig(members=tuple(learner_config(env, m, paper) for m in MIXED[env]))

@@ -102,6 +102,9 @@ def test_the_row_flags_reach_pg_agents_alone_or_in_a_team_and_id():
     assert len(pg_members) == 2 and all(m.return_mode == "discounted_reward" for m in pg_members)
     assert mixed.mechanism.outer_weight == "per_step" and mixed.mechanism.agent_model == "pg_step"
     assert learners.make_config(args, "none+pg", "er").agent.return_mode == "discounted_reward"
+    assert learners.make_config(args, "id+ppo", "er").agent == learners.SHORT_EPISODE_PPO
+    cleanup_ppo = learners.make_config(learners.Args(env=("cleanup",)), "none+ppo", "cleanup")
+    assert cleanup_ppo.agent.advantage_norm == "minibatch" and cleanup_ppo.agent.conv_filters == 6
     paper = learners.make_config(learners.Args(env=("er",)), "id+pg", "er")
     assert paper.agent.return_mode == "reward_to_go" and paper.mechanism.outer_weight == "return"
 

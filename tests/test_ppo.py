@@ -59,6 +59,29 @@ def test_ppo_update_moves_the_policy_and_uses_only_valid_steps():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_one_step_episode_teaches_only_unstandardised_advantages():
+    """ER's successful episodes last one step: standardised within its minibatch, the
+    step's advantage is 0 and the policy gradient vanishes (only the entropy term
+    moves it); with advantage_norm "none" the raw advantage drives the policy."""
+    obs = jnp.ones((5, 3))
+    traj = AgentTrajectory(obs=obs, action=jnp.zeros(5, jnp.int32),
+                           reward=jnp.array([10.0, 0, 0, 0, 0]),
+                           mask=jnp.array([1.0, 0, 0, 0, 0]), next_obs=obs,
+                           done=jnp.array([1.0, 0, 0, 0, 0]))
+    moved = {}
+    for norm in ("minibatch", "none"):
+        agent = PPOAgent(PPOConfig(num_minibatches=1, ent_coef=0.0, advantage_norm=norm),
+                         (3,), 2)
+        state = agent.init(jax.random.PRNGKey(0))
+        new, _ = jax.jit(agent.update)(state, traj)
+        before = agent.policy(state.params, obs[0]).probs[0]
+        moved[norm] = float(agent.policy(new.params, obs[0]).probs[0] - before)
+    assert moved["minibatch"] == 0.0
+    assert moved["none"] > 0.01  # the rewarded action made likelier
+    with pytest.raises(ValueError, match="agent.advantage_norm"):
+        validate(matrix_game("ipd", "none").replace(agent=PPOConfig(advantage_norm="batch")))
+
+
 def test_ppo_configs_are_checked_and_id_refuses_to_model_them():
     validate(matrix_game("ipd", "none").replace(agent=PPOConfig(num_minibatches=5)))
     with pytest.raises(ValueError, match="num_minibatches \\(8\\) exceeds the episode's 5"):
