@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -191,12 +192,29 @@ def check_runs(args: RunArgs, names, make_config, rows: dict, experiment: str) -
                          f"{experiment} is IQ-Flow")
 
 
+def has_checkpoint(directory: str) -> bool:
+    """Whether `directory` (or a folder under it) holds a written checkpoint: a step
+    folder (Orbax's unfinished saves carry a tmp suffix)."""
+    for _, dirs, _ in os.walk(directory):
+        if any(d.isdigit() for d in dirs):
+            return True
+    return False
+
+
 def run_options(args: RunArgs, name: str) -> dict[str, Any]:
-    """The runner's keyword arguments that every learning benchmark passes alike."""
+    """The runner's keyword arguments that every learning benchmark passes alike. With
+    --resume, a run of the command that has no checkpoint yet starts from episode 0
+    (said on stderr): a table of many runs resumes those it had begun."""
+    directory = os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else None
+    resume = args.resume
+    if resume and directory and not has_checkpoint(directory):
+        print(f"--resume: {name} has no checkpoint in {directory} yet; it starts from "
+              "episode 0", file=sys.stderr)
+        resume = False
     return dict(
         wandb_mode=args.wandb_mode, wandb_dir=args.wandb_dir, progress=args.progress,
-        checkpoint_dir=os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else None,
-        checkpoint_every=args.checkpoint_every, resume=args.resume, stop_after=args.stop_after,
+        checkpoint_dir=directory,
+        checkpoint_every=args.checkpoint_every, resume=resume, stop_after=args.stop_after,
         debug_nans=args.debug_nans, wandb_per_seed=tuple(args.wandb_per_seed),
         seed_group=args.seed_group,
     )

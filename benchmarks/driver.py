@@ -18,7 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from benchmarks.common import check_runs, join_job, run_names, run_options, write_json
+from benchmarks.common import (check_runs, has_checkpoint, join_job, run_names, run_options,
+                               write_json)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ def train(spec: Benchmark, args) -> dict:
     figures so far are kept, as are the finished runs'; one outside the runs (setup,
     plots) writes the finished runs' JSON and stops at once (KeyboardInterrupt)."""
     args = join_job(args)  # several hosts: before any device is touched
+    if args.resume and args.checkpoint_dir and not has_checkpoint(args.checkpoint_dir):
+        raise ValueError(f"--resume: no checkpoint under {args.checkpoint_dir} (a run "
+                         "of the command without one starts afresh, but none has one)")
     names = spec.names(run_names(args, spec.algorithms(args)))
     groups = spec.groups(args)
     runs = {group: [n for n in names if spec.keep(args, group, n[1])] for group in groups}

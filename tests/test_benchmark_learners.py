@@ -130,3 +130,26 @@ def test_peek_reads_a_runs_curve_from_its_checkpoints(tmp_path, capsys):
                                                               strict=True)]
     with pytest.raises(SystemExit, match="no run checkpoints"):
         peek.main(peek.Args(str(tmp_path / "empty")))
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(400)
+def test_resume_continues_the_runs_begun_and_starts_the_others(tmp_path, capsys):
+    """A table resumed with a learner added: the run that had a checkpoint continues
+    to the same figures, the new one starts from episode 0 (said on stderr); --resume
+    where no run has a checkpoint is refused before anything trains."""
+    common = dict(env=("ipd",), mechanism=("none",), seeds=2, episodes=60,
+                  checkpoint_dir=str(tmp_path / "ckpt"), plots=str(tmp_path / "p"), **COMMON)
+    first = learners.main(learners.Args(learner=("pg",), stop_after=30, **common))
+    assert first["environments"]["ipd"]["none+pg"]["episodes"] == 30
+    whole = learners.main(learners.Args(learner=("pg",), checkpoint_every=100,
+                                        **{**common, "checkpoint_dir": str(tmp_path / "w")}))
+    capsys.readouterr()
+    resumed = learners.main(learners.Args(learner=("pg", "dqn"), resume=True, **common))
+    assert "none+dqn has no checkpoint" in capsys.readouterr().err
+    a, b = whole["environments"]["ipd"]["none+pg"], resumed["environments"]["ipd"]["none+pg"]
+    assert b["episodes"] == 60 and b["final_return_per_seed"] == a["final_return_per_seed"]
+    assert resumed["environments"]["ipd"]["none+dqn"]["episodes"] == 60
+    with pytest.raises(ValueError, match="--resume: no checkpoint under"):
+        learners.main(learners.Args(learner=("pg",), resume=True,
+                                    **{**common, "checkpoint_dir": str(tmp_path / "none")}))
