@@ -201,13 +201,14 @@ def has_checkpoint(directory: str) -> bool:
     return False
 
 
-def run_options(args: RunArgs, name: str) -> dict[str, Any]:
+def run_options(args: RunArgs, name: str, fresh_if_missing: bool = False) -> dict[str, Any]:
     """The runner's keyword arguments that every learning benchmark passes alike. With
-    --resume, a run of the command that has no checkpoint yet starts from episode 0
-    (said on stderr): a table of many runs resumes those it had begun."""
+    --resume and `fresh_if_missing` (the driver's benchmarks, which refuse a --resume
+    where no run has a checkpoint), a run that has no checkpoint yet starts from
+    episode 0, said on stderr: a table of many runs resumes those it had begun."""
     directory = os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else None
     resume = args.resume
-    if resume and directory and not has_checkpoint(directory):
+    if resume and fresh_if_missing and directory and not has_checkpoint(directory):
         print(f"--resume: {name} has no checkpoint in {directory} yet; it starts from "
               "episode 0", file=sys.stderr)
         resume = False

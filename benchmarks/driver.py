@@ -53,7 +53,8 @@ def run_swept(args, config, name: str, group: str, figures: Callable, run: Calla
     from jaxsim.sweep import parse_sweep, split_result
 
     result = run(config, wandb_name=f"{group}-{name}", wandb_group=group,
-                 **run_options(args, name), sweep=parse_sweep(args.sweep, config), **options)
+                 **run_options(args, name, fresh_if_missing=True),
+                 sweep=parse_sweep(args.sweep, config), **options)
     return {name + suffix: figures(part.config, part) for suffix, part in split_result(result)}
 
 

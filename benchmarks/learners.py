@@ -171,8 +171,12 @@ def make_config(args: Args, alg: str, env: str, taken: set | None = None):
     config = preset(env, mechanism, episodes, num_seeds=args.seeds, seed=args.seed,
                     first_seed=args.first_seed, matmul_precision=args.matmul_precision,
                     **schedule)
-    config, _ = with_rows(config, rows(args), taken)  # on the preset's own learner first
+    agent_rows = {k: v for k, v in rows(args).items() if k.startswith("agent.")}
+    if learner in ("pg", "ac", "mixed"):  # the rows of the preset's own learner, first
+        config, _ = with_rows(config, agent_rows, taken)
     config = config.replace(agent=learner_config(env, learner, config.agent))
+    config, _ = with_rows(config, {k: v for k, v in rows(args).items() if k not in agent_rows},
+                          taken)
     if mechanism == "id" and learner not in ("pg", "ac"):  # a model ID knows to be wrong
         config = config.replace(mechanism=dataclasses.replace(config.mechanism,
                                                               agent_model="pg_step"))
@@ -207,7 +211,7 @@ def with_optimum(env: str, figures: dict) -> dict:
 def run_one(args: Args, env: str, name: str, alg: str) -> dict:
     config = make_config(args, alg, env)
     result = run(config, wandb_name=f"learners-{env}-{name}", wandb_group=f"learners-{env}",
-                 **run_options(args, os.path.join(env, name)))
+                 **run_options(args, os.path.join(env, name), fresh_if_missing=True))
     figures = run_figures(dataclasses.replace(args, seeds=config.num_seeds), config, result,
                           OPTIMUM[env][1])
     model = config.mechanism.agent_model if isinstance(config.mechanism, IDConfig) else None

@@ -118,7 +118,8 @@ def run_one(args: Args, game: str, alg: str, recipe: str = "paper", name: str | 
         on_chunk = None
 
     result = run(config, wandb_name=f"matrix-{game}-{name}", wandb_group=f"matrix-{game}",
-                 on_chunk=on_chunk, **run_options(args, f"{game}-{name}"))
+                 on_chunk=on_chunk, **run_options(args, f"{game}-{name}",
+                                                           fresh_if_missing=True))
     return figures(args, game, alg, config, result)
 
 

@@ -5,8 +5,9 @@
 For every run folder under DIR (a folder of step folders, at any depth) it prints the
 latest checkpoint's episode, the mean evaluated return after every evaluation, the
 last evaluation's mean with its 95% interval across seeds and, with --level, the
-fraction of seeds at or above it. Nothing is compiled and nothing is written; the
-checkpoints are only read.
+fraction of seeds at or above it (a sweep's points pooled with its seeds, as "runs"
+of the one program). Nothing is compiled and nothing is written; the checkpoints are
+only read.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def curve(folder: str) -> tuple[int, np.ndarray, np.ndarray]:
     from jaxsim.checkpoint import _state_reader
 
     reader = _state_reader(os.path.abspath(folder))
-    step = reader.latest_step()
-    saved = reader.restore(step, args=ocp.args.Composite(
-        history=ocp.args.StandardRestore()))["history"]
+    try:
+        step = reader.latest_step()
+        saved = reader.restore(step, args=ocp.args.Composite(
+            history=ocp.args.StandardRestore()))["history"]
+    finally:
+        reader.close()
     evals = saved.get("evals") or {}
     if "eval/return" not in evals:
         return step, np.zeros(0, int), np.zeros((0, 0))

@@ -53,6 +53,8 @@ def test_learners_benchmark_refuses_bad_input_before_compiling(monkeypatch):
             (dict(seeds=-1), "num_seeds must be an integer >= 1"),
             (dict(env=("cleanup",), pg_return="discounted_reward"),
              "--pg-return does not apply"),
+            (dict(env=("er",), learner=("ppo", "dqn"), pg_return="discounted_reward"),
+             "--pg-return does not apply"),
             (dict(mechanism=("none", "iqflow"), id_outer_weight="per_step"),
              "--id-outer-weight does not apply")):
         with pytest.raises(ValueError, match=message):
