@@ -192,13 +192,20 @@ def check_runs(args: RunArgs, names, make_config, rows: dict, experiment: str) -
                          f"{experiment} is IQ-Flow")
 
 
-def has_checkpoint(directory: str) -> bool:
-    """Whether `directory` (or a folder under it) holds a written checkpoint: a step
-    folder (Orbax's unfinished saves carry a tmp suffix)."""
-    for _, dirs, _ in os.walk(directory):
+def run_folders(directory: str) -> list[str]:
+    """Every folder under `directory` (itself included) that holds a written checkpoint:
+    step folders (Orbax's unfinished saves carry a tmp suffix)."""
+    found = []
+    for root, dirs, _ in os.walk(directory):
         if any(d.isdigit() for d in dirs):
-            return True
-    return False
+            found.append(root)
+            dirs[:] = []  # a run's step folders hold no runs
+    return sorted(found)
+
+
+def has_checkpoint(directory: str) -> bool:
+    """Whether `directory` (or a folder under it) holds a written checkpoint."""
+    return bool(run_folders(directory))
 
 
 def run_options(args: RunArgs, name: str, fresh_if_missing: bool = False) -> dict[str, Any]:

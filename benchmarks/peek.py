@@ -26,16 +26,6 @@ class Args:
     """a seed counts as at the optimum from this evaluated return"""
 
 
-def run_folders(directory: str) -> list[str]:
-    """Every folder under `directory` that holds step folders (a run's checkpoints)."""
-    found = []
-    for root, dirs, _ in os.walk(directory):
-        if any(d.isdigit() for d in dirs):
-            found.append(root)
-            dirs[:] = []  # a run's step folders hold no runs
-    return sorted(found)
-
-
 def curve(folder: str) -> tuple[int, np.ndarray, np.ndarray]:
     """(latest episode, the evaluations' episodes, their returns [evals, seeds])."""
     import orbax.checkpoint as ocp
@@ -72,6 +62,8 @@ def summary(name: str, step: int, at: np.ndarray, returns: np.ndarray,
 
 
 def main(args: Args) -> list[str]:
+    from benchmarks.common import run_folders
+
     folders = run_folders(args.directory)
     if not folders:
         raise SystemExit(f"no run checkpoints under {args.directory}")
