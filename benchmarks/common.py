@@ -90,6 +90,12 @@ class RunArgs:
     incentive_input: Literal["joint_action", "own_action"] | None = None
     """what of the joint action agent i's IQ-Flow incentive reads: every agent's (SPEC
     §3) or its own"""
+    meta_actions: Literal["replay", "uniform", "both"] | None = None
+    """the joint actions IQ-Flow's step B scores its validation rows at: as played
+    (SPEC §3), redrawn uniformly, or both"""
+    meta_margin: float | None = None
+    """IQ-Flow's Eq. 5 counts a row while Q_ind(a_coop) leads by less than this (0: the
+    paper, while a_b != a_coop)"""
     diagnostics: bool | None = None
     """IQ-Flow's per-chunk diagnostics and saturation warnings (default on)"""
 
@@ -152,7 +158,8 @@ def incentive_rows(args: RunArgs) -> dict[str, tuple[Any, str]]:
     return {f"mechanism.{name}": (getattr(args, name), "--" + name.replace("_", "-"))
             for name in ("incentive_activation", "incentive_output_scale", "logit_bound",
                          "logit_bound_mode", "logit_penalty", "incentive_optimizer",
-                         "incentive_eps", "incentive_input", "diagnostics")}
+                         "incentive_eps", "incentive_input", "meta_actions", "meta_margin",
+                         "diagnostics")}
 
 
 def with_incentive_options(config, args: RunArgs, taken: set | None = None):

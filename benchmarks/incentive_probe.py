@@ -25,12 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from agents.networks import joint_action_one_hot
 from benchmarks.common import write_json
 from jaxsim.checkpoint import Checkpointer, CheckpointError, saved_config
 from jaxsim.config import IQFlowConfig, matmul_precision_scope
 from jaxsim.train import Experiment, seed_keys
-from mechanism import replay
 
 
 @dataclass
@@ -54,7 +52,6 @@ def probe_fn(experiment: Experiment, rows: int, recent_rows: int):
     drawn from the buffer's last `recent_rows` rows (all it holds, if fewer)."""
     mech = experiment.mechanism
     num_actions = mech.num_actions
-    batch = mech.config.batch_size
 
     def probe(state, key):
         buffer = state.buffer
@@ -62,17 +59,14 @@ def probe_fn(experiment: Experiment, rows: int, recent_rows: int):
         recent = jnp.maximum(jnp.minimum(buffer.size, recent_rows), 1)
         back = jax.random.randint(draw_key, (rows,), 0, recent)
         data = mech.transitions(buffer, (buffer.cursor - 1 - back) % buffer.capacity)
-        logits = mech.eta_net.apply(state.eta, data.obs,
-                                    joint_action_one_hot(data.action, num_actions))  # [R, N]
+        logits = mech.logits(state.eta, data.obs, data.action)  # [R, N]
         # |d r_inc / d z| / incentive_max: sigmoid(z)(1 - sigmoid(z)) for the paper's head
         slope = mech.slope(logits)[0] / mech.config.incentive_max
         taken = jax.nn.one_hot(data.action, num_actions)  # [R, N, A]
         count = taken.sum(0)
         by_action = (logits[..., None] * taken).sum(0) / jnp.maximum(count, 1)
         by_action = jnp.where(count > 0, by_action, jnp.nan)
-        pick = replay.sample_distinct_rows(step_b_key, buffer.size, 2 * batch)
-        loss, terms, grad = mech.meta_gradient(state, mech.transitions(buffer, pick[:batch]),
-                                               mech.transitions(buffer, pick[batch:]))
+        loss, terms, grad = mech.meta_gradient(state, *mech.step_b_rows(state, step_b_key))
         grad_norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grad)))
         return {"logit": logits.mean(0), "logit_by_action": by_action,
                 "action_fraction": count / rows, "sigmoid_slope": slope.mean(0),

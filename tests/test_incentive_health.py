@@ -242,6 +242,66 @@ def test_own_action_incentive_ignores_the_others_actions():
     assert np.ptp(joint[:, :, 0], axis=1).max() > 1e-3  # the joint form reads a1
 
 
+def test_meta_actions_redraw_only_the_validation_rows_joint_actions():
+    """meta_actions "replay" (SPEC §3) draws step B's rows exactly as before; "both"
+    scores the validation rows as played and again with each joint action redrawn
+    uniformly (observations, rewards and the train rows untouched); "uniform" is the
+    redrawn half alone."""
+    key = jax.random.PRNGKey(7)
+    rows = {}
+    for where in ("replay", "uniform", "both"):
+        mech, state = _tiny_mechanism(num_transitions=60, meta_actions=where)
+        rows[where] = mech.step_b_rows(state, key)
+    batch = mech.config.batch_size
+    drawn = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
+    for got, want in zip(rows["replay"], (drawn[:batch], drawn[batch:]), strict=True):
+        jax.tree.map(np.testing.assert_array_equal, got, replay.gather(state.buffer, want))
+
+    (train_u, val_u), (train_b, val_b) = rows["uniform"], rows["both"]
+    jax.tree.map(np.testing.assert_array_equal, train_u, train_b)
+    played, redrawn = (jax.tree.map(lambda x, s=s: x[s], val_b)
+                       for s in (slice(None, batch), slice(batch, None)))
+    jax.tree.map(np.testing.assert_array_equal, redrawn, val_u)
+    for name in ("obs", "reward", "next_obs", "done"):
+        np.testing.assert_array_equal(getattr(played, name), getattr(redrawn, name))
+    # The played half is rows of the buffer, with their stored joint actions.
+    stored = replay.gather(state.buffer, jnp.arange(60))
+    for row in range(batch):
+        match = np.flatnonzero(np.all(np.asarray(stored.obs) == np.asarray(played.obs[row]),
+                                      axis=(1, 2)))
+        assert len(match) == 1
+        np.testing.assert_array_equal(stored.action[match[0]], played.action[row])
+    assert not np.array_equal(played.action, redrawn.action)
+    assert set(np.unique(np.asarray(redrawn.action))) == {0, 1}
+    assert redrawn.action.dtype == played.action.dtype
+
+    # Step B and the diagnostics run on the doubled validation batch, compiled.
+    mech, state = _tiny_mechanism(num_transitions=60, meta_actions="both", logit_bound=1.0)
+    loss, terms, grad = jax.jit(mech.meta_gradient)(state, *mech.step_b_rows(state, key))
+    assert np.isfinite(float(loss)) and float(terms["logit_penalty"]) >= 0
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grad))
+    assert _grad_norm(grad) > 0
+    diag = jax.jit(mech.diagnostics)(state, key)
+    assert diag["diag/logit_mean"].shape == (2,) and np.isfinite(float(diag["diag/grad_total"]))
+    new_state, metrics = jax.jit(mech.update_incentive)(state, key)
+    assert float(metrics["meta/active"]) == 1.0
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(new_state.eta), jax.tree.leaves(state.eta), strict=True))
+
+
+def test_meta_actions_and_margin_refused_before_compiling_when_they_cannot_work():
+    base = matrix_game("ipd", "iqflow")
+    for field, value, message in (("meta_actions", "others", "meta_actions must be one of"),
+                                  ("meta_margin", -1.0, "meta_margin must be"),
+                                  ("meta_margin", float("nan"), "meta_margin must be"),
+                                  ("meta_margin", float("inf"), "meta_margin must be")):
+        with pytest.raises(ValueError, match=message):
+            validate(base.replace(mechanism=dataclasses.replace(base.mechanism,
+                                                                **{field: value})))
+    validate(base.replace(mechanism=dataclasses.replace(base.mechanism, meta_margin=1.0,
+                                                        meta_actions="both")))
+
+
 # --- the variant and the flags -------------------------------------------------------------
 
 def test_the_robust_variant_changes_iqflow_only_and_is_refused_elsewhere():

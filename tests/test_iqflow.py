@@ -106,6 +106,33 @@ def test_meta_loss_masks_hand_worked():
     assert float(agree["meta"]) == 0.0
 
 
+def test_meta_margin_counts_rows_until_a_coop_leads_by_the_margin_hand_worked():
+    # B = 1, N = 3, A = 3; a_coop = (0, 1, 2) for every agent's row.
+    q_coop = jnp.array([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]])
+    q_env = q_coop
+    # Q_ind(a_coop) leads the best other action by 0.5, 1.5 and -1.0.
+    q_ind = jnp.array([[[2.0, 1.5, 0.0], [0.0, 3.0, 1.5], [0.0, 1.0, 0.0]]])
+    log_p = np.log(np.asarray(jax.nn.softmax(q_ind, -1)))[0]
+    coop = [log_p[0, 0], log_p[1, 1], log_p[2, 2]]
+    for margin, rows in ((0.0, [2]), (1.0, [0, 2]), (2.0, [0, 1, 2]), (jnp.float32(1.0), [0, 2])):
+        terms = meta_loss_terms(q_ind, q_coop, q_env, margin)
+        np.testing.assert_allclose(terms["meta"], -sum(coop[i] for i in rows) / 3, rtol=1e-6)
+        np.testing.assert_allclose(terms["dilemma_fraction"], len(rows) / 3, rtol=1e-6)
+    # A traced margin of 0 (a sweep's point) counts the rows Eq. 5 counts, a tie where
+    # argmax picks another action than a_coop (lead 0, yet a_b != a_coop) included.
+    tie_ind, tie_coop = jnp.array([[[1.0, 1.0, 0.0]]]), jnp.array([[[0.0, 1.0, 0.0]]])
+    for q_i, q_c in ((q_ind, q_coop), (tie_ind, tie_coop)):
+        traced = jax.jit(lambda m, q_i=q_i, q_c=q_c: meta_loss_terms(q_i, q_c, q_c, m))(0.0)
+        plain = meta_loss_terms(q_i, q_c, q_c)
+        np.testing.assert_allclose(traced["meta"], plain["meta"], rtol=1e-6)
+        assert float(traced["dilemma_fraction"]) == float(plain["dilemma_fraction"])
+    assert float(meta_loss_terms(tie_ind, tie_coop, tie_coop)["dilemma_fraction"]) == 1.0
+    # The mask is a label: the gradient is log softmax's on the counted rows alone.
+    grad = jax.grad(lambda q: meta_loss_terms(q, q_coop, q_env, 1.0)["meta"])(q_ind)
+    np.testing.assert_array_equal(grad[0, 1], np.zeros(3))
+    np.testing.assert_allclose(grad[0, 0], (np.exp(log_p[0]) - [1, 0, 0]) / 3, rtol=1e-5)
+
+
 @functools.lru_cache(maxsize=None)
 def _tiny_mechanism(num_transitions=40, c1=0.3, c2=0.2, conv=False, **overrides):
     """conv: 4x4x2 image observations through Conv(2) networks (Cleanup's kind);

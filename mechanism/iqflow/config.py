@@ -25,7 +25,8 @@ class IQFlowConfig:
     gamma: float = 0.99
     expectile: float = 0.85
     unroll_steps: int = 20  # K
-    batch_size: int = 64  # train batch; the validation batch has the same size
+    batch_size: int = 64  # train batch; the validation batch has the same size (twice
+    # that where meta_actions is "both": the same rows, as played and as redrawn)
     start_train: int = 200  # env steps in the buffer before step B runs
     polyak: float = 0.01
     incentive_max: float = 2.0  # r_inc = incentive_max * sigmoid(.) lies in (0, max)
@@ -76,6 +77,16 @@ class IQFlowConfig:
     # one-hot slots zeroed for output i), so what it learns for one of the others'
     # actions holds for all, rarely seen ones included.
     incentive_input: Literal["joint_action", "own_action"] = "joint_action"
+    # The others' actions step B's validation rows are scored at: "replay", as played
+    # (SPEC §3); "uniform", each row's joint action redrawn uniformly (so agent i is
+    # asked for a_coop against others' actions the agents rarely play); "both", every
+    # row twice, as played and redrawn. The unroll's train rows stay as played; the
+    # logit penalty and the diagnostics read the validation rows as scored.
+    meta_actions: Literal["replay", "uniform", "both"] = "replay"
+    # A margin m in Eq. 5's mask: a validation row counts while Q_ind(a_coop) leads
+    # the other actions by less than m (0: while a_b != a_coop, the paper). The
+    # diagnostics' `diag/dilemma` and the alarm keep a_b != a_coop.
+    meta_margin: float = 0.0
 
     # Diagnostics, once per chunk on a fresh step-B draw (nothing the run learns from):
     # the incentive net's pre-activations, the activation's slope, the fraction of rows
@@ -107,7 +118,7 @@ def check(mech: IQFlowConfig, env, run) -> None:
     checks.hidden_layers("mechanism.critic_hidden", mech.critic_hidden)
     for name in ("lr_incentive", "lr_coop", "lr_env", "lr_ind", "incentive_max"):
         checks.positive(f"mechanism.{name}", getattr(mech, name))
-    for name in ("c1", "c2", "rmsprop_eps"):
+    for name in ("c1", "c2", "rmsprop_eps", "meta_margin"):
         checks.non_negative(f"mechanism.{name}", getattr(mech, name))
     checks.finite_in("mechanism.gamma", mech.gamma, 0, 1)
     checks.finite_in("mechanism.expectile", mech.expectile, 0, 1, low_open=True,
@@ -126,6 +137,7 @@ def check(mech: IQFlowConfig, env, run) -> None:
                   ("rmsprop", "adam"))
     checks.choice("mechanism.incentive_input", mech.incentive_input,
                   ("joint_action", "own_action"))
+    checks.choice("mechanism.meta_actions", mech.meta_actions, ("replay", "uniform", "both"))
     if mech.incentive_eps is not None:
         checks.non_negative("mechanism.incentive_eps", mech.incentive_eps)
     checks.require(isinstance(mech.diagnostics, bool),

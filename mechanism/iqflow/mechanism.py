@@ -123,7 +123,8 @@ class IQFlow(Mechanism):
         return self.activate(self.logits(eta, obs, action))
 
     def logit_penalty(self, eta, *batches: replay.Transition) -> jax.Array:
-        """mean (max(|z| - logit_bound, 0))^2 over the rows of `batches` (equal sizes)."""
+        """mean (max(|z| - logit_bound, 0))^2 over each of `batches`' rows, averaged over
+        the batches."""
         excess = [jax.nn.relu(jnp.abs(self.logits(eta, b.obs, b.action)) - self.config.logit_bound)
                   for b in batches]
         return sum(jnp.mean(e ** 2) for e in excess) / len(excess)
@@ -168,6 +169,25 @@ class IQFlow(Mechanism):
                                                       ("ind", m_ind)) for k, v in m.items()}
         return state.replace(coop=coop, env=env, ind=ind), metrics
 
+    def step_b_rows(self, state: IQFlowState, key: jax.Array):
+        """Step B's draw: 2 x batch_size distinct rows of the buffer, the first half the
+        unroll's train rows, the second the validation rows, scored at the joint actions
+        `meta_actions` names (as played; redrawn uniformly; or both, 2 x batch_size)."""
+        batch, where = self.config.batch_size, self.config.meta_actions
+        if where != "replay":  # a key of its own; "replay" draws exactly as before
+            key, key_actions = jax.random.split(key)
+        rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
+        train = self.transitions(state.buffer, rows[:batch])
+        validation = self.transitions(state.buffer, rows[batch:])
+        if where == "replay":
+            return train, validation
+        drawn = validation.replace(action=jax.random.randint(
+            key_actions, validation.action.shape, 0, self.num_actions,
+            validation.action.dtype))
+        if where == "uniform":
+            return train, drawn
+        return train, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), validation, drawn)
+
     def step_b_objective(self, state: IQFlowState, train: replay.Transition,
                          validation: replay.Transition, keep_q: bool = False):
         """`eta -> (loss, terms)` of step B on these batches: Eq. 8 through K unrolled
@@ -178,7 +198,8 @@ class IQFlow(Mechanism):
         plain = functools.partial(
             meta_objective, c1=cfg.c1, c2=cfg.c2, critic_ind=self.critic_ind,
             q_ind_params=state.ind.q, q_coop_val=q_coop_val, q_env_val=q_env_val,
-            validation=validation, keep_q=keep_q, incentive_fn=self.incentives,
+            validation=validation, keep_q=keep_q, margin=cfg.meta_margin,
+            incentive_fn=self.incentives,
             v_params=state.ind.v, opt_state=state.ind.q_opt, batch=train,
             steps=cfg.unroll_steps, remat=cfg.remat_unroll)
         if not self.penalised:
@@ -200,9 +221,9 @@ class IQFlow(Mechanism):
 
     # --- diagnostics (issue 16) -------------------------------------------------------
     def diagnostics(self, state: IQFlowState, key: jax.Array) -> dict:
-        """What step B sees and does, on one fresh draw of 64 + 64 rows as training draws
-        them (nothing here feeds back into the run). Per agent `[N]`: the incentive
-        net's pre-activation z on the validation rows (mean, spread), the activation's
+        """What step B sees and does, on one fresh draw of its rows (`step_b_rows`), as
+        training draws them (nothing here feeds back into the run). Per agent `[N]`:
+        the incentive net's pre-activation z on the validation rows (mean, spread), the activation's
         mean slope |d r_inc / d z|, the incentive paid (mean, spread), the fraction of
         rows where a_env == a_coop and where the unrolled Q_ind is in a dilemma
         (a_b != a_coop), and `alarm/incentive_saturated`: step B active, the slope
@@ -216,10 +237,7 @@ class IQFlow(Mechanism):
         cfg = self.config
         if not cfg.diagnostics:
             return {}
-        batch = cfg.batch_size
-        rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
-        train = self.transitions(state.buffer, rows[:batch])
-        validation = self.transitions(state.buffer, rows[batch:])
+        train, validation = self.step_b_rows(state, key)
         out, terms = self.gradient_diagnostics(state, train, validation)
         out.update(self.incentive_diagnostics(state, validation, terms))
         return out
@@ -281,10 +299,7 @@ class IQFlow(Mechanism):
 
     def update_incentive(self, state: IQFlowState, key: jax.Array):
         """Step B, applied only once the buffer holds `start_train` transitions."""
-        batch = self.config.batch_size
-        rows = replay.sample_distinct_rows(key, state.buffer.size, 2 * batch)
-        train = self.transitions(state.buffer, rows[:batch])
-        validation = self.transitions(state.buffer, rows[batch:])
+        train, validation = self.step_b_rows(state, key)
         loss, terms, grad = self.meta_gradient(state, train, validation)
         updates, eta_opt = self.eta_optimizer.update(grad, state.eta_opt, state.eta)
         eta = optax.apply_updates(state.eta, updates)
