@@ -61,7 +61,8 @@ class Args(RunArgs):
 def table_probe(mechanism: IQFlow, game: str):
     """A jitted `state -> tables` over seeds. Every table is `[seeds, state, a0, a1,
     player]`: the incentivised payoff r_env + r_inc, and Q_ind / Q_env of each player
-    read at its own action given the other's (the paper's Figs. 2-3)."""
+    read at its own action given the other's (the paper's Figs. 2-3), and Q_coop's the
+    same way (the team's value; its greedy action is step B's a_coop)."""
     obs = jax.vmap(state_observation)(jnp.arange(5))  # [5, 2, 5]
     obs = jnp.repeat(obs, 4, axis=0)  # [20, 2, 5]: state-major, then joint action
     action = jnp.tile(jnp.asarray(JOINT_ACTIONS), (5, 1))  # [20, 2]
@@ -77,6 +78,8 @@ def table_probe(mechanism: IQFlow, game: str):
             "payoff": payoff[None] + incentive,
             "q_ind": own_action_table(mechanism.critic_ind.q_values(mech_state.ind.q, obs, action)),
             "q_env": own_action_table(mechanism.critic_env.q_values(mech_state.env.q, obs, action)),
+            "q_coop": own_action_table(
+                mechanism.critic_coop.q_values(mech_state.coop.q, obs, action)),
         }
 
     return jax.jit(jax.vmap(tables))
@@ -220,8 +223,10 @@ def format_tables(game: str, table_rows) -> str:
     lines = [f"# {game}: seed-mean tables, rows = player 0's action (C, D), "
              "columns = player 1's action (C, D); each cell (player 0, player 1)"]
     snaps = snapshot_rows(table_rows) + [table_rows[-1]]
-    for kind in ("payoff", "q_env", "q_ind"):
+    for kind in ("payoff", "q_env", "q_ind", "q_coop"):
         for episode, tables in snaps:
+            if kind not in tables:  # Q_coop: not read by runs from before it was
+                continue
             mean = np.asarray(tables[kind]).mean(0)
             lines.append(f"\n## {kind} after {episode} episodes")
             for s, name in enumerate(STATE_NAMES):
@@ -341,8 +346,9 @@ def merge_run(parts: list[dict]) -> dict:
     seeds = sum(r["seeds"] for r in parts)
     coop = np.concatenate([r["coop_rate_per_seed"] for r in parts])
     final_eval = np.concatenate([r["final_eval_return_per_seed"] for r in parts])
-    tables = {k: np.concatenate([r["final_tables"][k] for r in parts])
-              for k in parts[0]["final_tables"]}
+    tables = {k: np.concatenate([r["final_tables"][k] for r in parts])  # the tables all
+              for k in parts[0]["final_tables"]                           # parts hold
+              if all(k in r["final_tables"] for r in parts)}
     merged = {**parts[0], "seeds": seeds, "first_seed": parts[0]["first_seed"],
               "config": {**parts[0]["config"], "num_seeds": seeds},
               "interrupted": any(r["interrupted"] for r in parts),

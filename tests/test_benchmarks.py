@@ -511,8 +511,10 @@ def test_matrix_games_stop_and_resume_with_their_tables(tmp_path):
     for key in ("coop_rate_per_seed", "final_tables", "coop_rate_curve",
                 "payoff_dilemma_removed", "q_dilemma_removed"):
         assert resumed[key] == whole[key], key
+    assert set(whole["final_tables"]) == {"payoff", "q_env", "q_ind", "q_coop"}
     tables = (tmp_path / "p" / "ipd_tables.txt").read_text()
     assert "payoff after 30 episodes" in tables  # drawn from the first sitting's chunk
+    assert "q_coop after 60 episodes" in tables
 
 
 HAND_HLO = """HloModule hand
