@@ -96,6 +96,11 @@ class RunArgs:
     meta_margin: float | None = None
     """IQ-Flow's Eq. 5 counts a row while Q_ind(a_coop) leads by less than this (0: the
     paper, while a_b != a_coop)"""
+    coop_expectile: float | None = None
+    """the expectile of IQ-Flow's team critic V_coop alone (default: the critics' 0.85,
+    SPEC §3); higher values Q_coop by the best the replay's pairs did next"""
+    coop_gamma: float | None = None
+    """the discount of IQ-Flow's team critic Q_coop alone (default: the critics' 0.99)"""
     diagnostics: bool | None = None
     """IQ-Flow's per-chunk diagnostics and saturation warnings (default on)"""
 
@@ -159,7 +164,7 @@ def incentive_rows(args: RunArgs) -> dict[str, tuple[Any, str]]:
             for name in ("incentive_activation", "incentive_output_scale", "logit_bound",
                          "logit_bound_mode", "logit_penalty", "incentive_optimizer",
                          "incentive_eps", "incentive_input", "meta_actions", "meta_margin",
-                         "diagnostics")}
+                         "coop_expectile", "coop_gamma", "diagnostics")}
 
 
 def with_incentive_options(config, args: RunArgs, taken: set | None = None):

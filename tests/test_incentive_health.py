@@ -294,10 +294,16 @@ def test_meta_actions_and_margin_refused_before_compiling_when_they_cannot_work(
     for field, value, message in (("meta_actions", "others", "meta_actions must be one of"),
                                   ("meta_margin", -1.0, "meta_margin must be"),
                                   ("meta_margin", float("nan"), "meta_margin must be"),
-                                  ("meta_margin", float("inf"), "meta_margin must be")):
+                                  ("meta_margin", float("inf"), "meta_margin must be"),
+                                  ("coop_expectile", 1.0, "coop_expectile must be"),
+                                  ("coop_expectile", 0.0, "coop_expectile must be"),
+                                  ("coop_expectile", float("nan"), "coop_expectile must be"),
+                                  ("coop_gamma", -0.5, "coop_gamma must be"),
+                                  ("coop_gamma", 1.5, "coop_gamma must be")):
         with pytest.raises(ValueError, match=message):
             validate(base.replace(mechanism=dataclasses.replace(base.mechanism,
                                                                 **{field: value})))
+    validate(base.replace(mechanism=dataclasses.replace(base.mechanism, coop_expectile=0.99)))
     validate(base.replace(mechanism=dataclasses.replace(base.mechanism, meta_margin=1.0,
                                                         meta_actions="both")))
 
@@ -341,6 +347,10 @@ def test_the_robust_variant_changes_iqflow_only_and_is_refused_elsewhere():
         matrix_games.main(matrix_games.Args(game="ipd", alg="none", variant="robust"))
     with pytest.raises(ValueError, match="--logit-bound does not apply"):
         matrix_games.main(matrix_games.Args(game="ipd", alg="none", logit_bound=5.0))
+    assert matrix_games.make_config(dataclasses.replace(args, coop_expectile=0.95), "ipd",
+                                    "iqflow").mechanism.coop_expectile == 0.95
+    with pytest.raises(ValueError, match="--coop-expectile does not apply"):
+        er_bench.main(er_bench.Args(alg="pg", coop_expectile=0.95, seeds=2))
     with pytest.raises(ValueError, match="--incentive-optimizer does not apply"):
         er_bench.main(er_bench.Args(alg="id", incentive_optimizer="adam", seeds=2))
 

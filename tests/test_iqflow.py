@@ -133,6 +133,44 @@ def test_meta_margin_counts_rows_until_a_coop_leads_by_the_margin_hand_worked():
     np.testing.assert_allclose(grad[0, 0], (np.exp(log_p[0]) - [1, 0, 0]) / 3, rtol=1e-5)
 
 
+def test_coop_expectile_and_gamma_set_the_team_critic_alone_hand_worked():
+    """coop_expectile and coop_gamma (issue 16) are V_coop's expectile and Q_coop's
+    discount; the other critics keep `expectile` and `gamma`, and None (the default,
+    SPEC §3) is those for all three."""
+    sizes = dict(obs_shape=(3,), num_agents=2, num_actions=2, capacity=64)
+    plain = IQFlow(IQFlowConfig(), **sizes)
+    critics = lambda m: (m.critic_coop, m.critic_env, m.critic_ind)  # noqa: E731
+    assert {(c.expectile, c.gamma) for c in critics(plain)} == {(0.85, 0.99)}
+    mech = IQFlow(IQFlowConfig(coop_expectile=0.99, coop_gamma=0.0), **sizes)
+    assert [(c.expectile, c.gamma) for c in critics(mech)] == [(0.99, 0.0), (0.85, 0.99),
+                                                                (0.85, 0.99)]
+    # V_coop's loss reads 0.99: with V = 0 everywhere, u = Q_target at the data action;
+    # a row with u = 2 and one with u = -1 weigh 0.99 * 4 and 0.01 * 1.
+    state = mech.init(jax.random.PRNGKey(0))
+    v_zero = jax.tree.map(jnp.zeros_like, state.coop.v)
+    batch = replay.Transition(obs=jnp.zeros((2, 2, 3)), action=jnp.zeros((2, 2), jnp.int32),
+                              reward=jnp.zeros((2, 2)), next_obs=jnp.zeros((2, 2, 3)),
+                              done=jnp.zeros(2))
+    q_data = jnp.array([[2.0, 2.0], [-1.0, -1.0]])  # [B, heads]
+    critic = mech.critic_coop
+    table = TableCritic(hidden=(), num_agents=2, num_actions=2, obs_shape=(3,), v_outputs=1,
+                        optimizer=optax.sgd(1.0), expectile=critic.expectile,
+                        gamma=critic.gamma, polyak=critic.polyak)
+    table.values = lambda v_params, obs: jnp.zeros((obs.shape[0], 2))
+    q_table = jnp.stack([q_data, q_data], -1)  # the same value at both own actions
+    np.testing.assert_allclose(table.value_loss(v_zero, q_table, batch),
+                               (0.99 * 4 * 2 + 0.01 * 1 * 2) / 4, rtol=1e-6)
+    np.testing.assert_allclose(critic.value_loss(v_zero, state.coop.q_target, batch),
+                               expectile_loss(critic.q_values(state.coop.q_target, batch.obs,
+                                                              batch.action)[..., 0], 0.99),
+                               rtol=1e-6)
+    # coop_gamma 0: Q_coop's target is the team reward alone, whatever V_coop(s') is.
+    team = jnp.array([[6.0, 6.0], [5.0, 5.0]])
+    v_one = jax.tree.map(jnp.ones_like, state.coop.v)
+    np.testing.assert_allclose(critic.td_target(v_one, batch, team), team)
+    assert float(jnp.abs(plain.critic_coop.td_target(v_one, batch, team) - team).max()) > 0
+
+
 @functools.lru_cache(maxsize=None)
 def _tiny_mechanism(num_transitions=40, c1=0.3, c2=0.2, conv=False, **overrides):
     """conv: 4x4x2 image observations through Conv(2) networks (Cleanup's kind);

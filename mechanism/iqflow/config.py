@@ -87,6 +87,14 @@ class IQFlowConfig:
     # the other actions by less than m (0: while a_b != a_coop, the paper). The
     # diagnostics' `diag/dilemma` and the alarm keep a_b != a_coop.
     meta_margin: float = 0.0
+    # The expectile of the team critic alone (V_coop; None: `expectile`, SPEC §3). Q_coop
+    # names a_coop, so it is the one critic whose reading of rarely played joint actions
+    # decides which action step B pushes the incentives towards: at 0.85 V_coop follows
+    # what the replay's pairs did next, at a higher one the best of what they did.
+    coop_expectile: float | None = None
+    # The team critic's discount alone (None: `gamma`). 0 makes a_coop the myopic team
+    # optimum given the others' actions, which no estimate of later states can turn.
+    coop_gamma: float | None = None
 
     # Diagnostics, once per chunk on a fresh step-B draw (nothing the run learns from):
     # the incentive net's pre-activations, the activation's slope, the fraction of rows
@@ -123,6 +131,11 @@ def check(mech: IQFlowConfig, env, run) -> None:
     checks.finite_in("mechanism.gamma", mech.gamma, 0, 1)
     checks.finite_in("mechanism.expectile", mech.expectile, 0, 1, low_open=True,
                      high_open=True)
+    if mech.coop_expectile is not None:
+        checks.finite_in("mechanism.coop_expectile", mech.coop_expectile, 0, 1,
+                         low_open=True, high_open=True)
+    if mech.coop_gamma is not None:
+        checks.finite_in("mechanism.coop_gamma", mech.coop_gamma, 0, 1)
     checks.finite_in("mechanism.polyak", mech.polyak, 0, 1, low_open=True)
     checks.finite_in("mechanism.rmsprop_decay", mech.rmsprop_decay, 0, 1, high_open=True)
     checks.choice("mechanism.q_layout", mech.q_layout, ("per_head", "shared_conv"))

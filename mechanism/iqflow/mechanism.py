@@ -74,7 +74,12 @@ class IQFlow(Mechanism):
                       num_actions=num_actions, obs_shape=self.obs_shape,
                       expectile=config.expectile, gamma=config.gamma, polyak=config.polyak,
                       conv_filters=config.conv_filters, q_layout=config.q_layout)
-        self.critic_coop = IQLCritic(v_outputs=1, optimizer=optax.adam(config.lr_coop), **common)
+        coop = dict(common)  # the team critic's own expectile and discount, where set
+        if config.coop_expectile is not None:
+            coop.update(expectile=config.coop_expectile)
+        if config.coop_gamma is not None:
+            coop.update(gamma=config.coop_gamma)
+        self.critic_coop = IQLCritic(v_outputs=1, optimizer=optax.adam(config.lr_coop), **coop)
         # SPEC §6 row 2 concerns V_env and V_ind only; V_coop always reads the state.
         individual = dict(common, values_ignore_obs=config.values_ignore_obs)
         self.critic_env = IQLCritic(v_outputs=num_agents, optimizer=rmsprop(config.lr_env),
