@@ -142,6 +142,20 @@ def _without_seeds(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("num_seeds", "first_seed")}
 
 
+def _comparable(config: dict) -> str:
+    """A part's config as one string, the fields added to the config classes since it was
+    written at their defaults (as a checkpoint reads them): halves of one run written by
+    the code before and after such a field merge. A config that no longer reads (an
+    unknown part type) is compared as written."""
+    from jaxsim.checkpoint import CheckpointError, config_from_json, config_json
+
+    try:
+        config = {**config, **config_json(config_from_json(config))}
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        pass
+    return json.dumps(_without_seeds(config), sort_keys=True)
+
+
 def merge_parts(spec: Benchmark, name: str, parts: list[dict]) -> dict:
     """One run of `name` from its parts: they must be one config but for their seeds,
     over contiguous seed ranges."""
@@ -150,8 +164,7 @@ def merge_parts(spec: Benchmark, name: str, parts: list[dict]) -> dict:
     if any("first_seed" not in p for p in parts):
         raise ValueError(f"these files' {name} runs do not say which seeds they hold (written "
                          "before --merge covered this benchmark): rerun them to merge")
-    configs = {json.dumps(_without_seeds(p["config"]), sort_keys=True)
-               for p in parts if "config" in p}
+    configs = {_comparable(p["config"]) for p in parts if "config" in p}
     if len(configs) > 1:
         raise ValueError(f"these files' {name} runs have different configs (recipe or rows): "
                          "merge only the seeds of one run")

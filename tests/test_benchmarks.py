@@ -162,6 +162,20 @@ def test_escape_room_runs_split_by_seed_merge_into_the_whole_run(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="pg runs have different configs"):
         escape_room.main(escape_room.Args(merge=(parts[0], str(tmp_path / "other.json"))))
+    # A part written before a config field existed reads it at its default (as a
+    # checkpoint does), so it merges with one written after; at another value it does not.
+    for value, merges in ((None, True), ("adam", False)):
+        older = json.loads(open(parts[1]).read())
+        agent = older["algorithms"]["pg"]["config"]["agent"]
+        agent.pop("optimizer") if value is None else agent.update(optimizer=value)
+        (tmp_path / "older.json").write_text(json.dumps(older))
+        both = escape_room.Args(merge=(parts[0], str(tmp_path / "older.json")),
+                                plots=str(tmp_path / "plots"))
+        if merges:
+            assert escape_room.main(both)["algorithms"]["pg"]["seeds"] == 3
+        else:
+            with pytest.raises(ValueError, match="pg runs have different configs"):
+                escape_room.main(both)
     rule = escape_room.make_config(escape_room.Args(pg_return="discounted_reward"), "id")
     assert rule.agent.return_mode == "discounted_reward"
     weighted = escape_room.make_config(escape_room.Args(id_outer_weight="td_error"), "id")
