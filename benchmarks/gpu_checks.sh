@@ -18,6 +18,12 @@
 # er105       ER(10, 5) IQ-Flow, SEEDS x EPISODES (about 8 minutes on an H200): saved only
 #             when stopped, since 64 seeds' state with the whole run's replay is 16.6 GB
 #             and three kept checkpoints would fill most of the disk
+# erNM_RECIPE IQ-Flow on ER(5, 2) (er52_) or ER(10, 5) (er105_) under RECIPE (authors or
+#             id_authors), SEEDS x EPISODES (20,000: issue 15's table), saved like er105
+# fig10[_RECIPE]
+#             Fig. 10: fresh agents under the frozen incentive network of the c7_iqflow
+#             (c7_iqflow_RECIPE) job's checkpoint, beside both shared-reward baselines,
+#             SEEDS x 1,000 episodes (EPISODES overrides); run that job first
 # learners_ENV
 #             issue 19's table at full scale, ENV one of ipd, er, cleanup: every mechanism
 #             x learner, SEEDS seeds x the paper's length (EPISODES, default IPD 3,000,
@@ -34,6 +40,7 @@
 # Dry run on a CPU at tiny sizes (what CI's machine can do in a few minutes):
 #   OUT=/tmp/dry SEEDS=2 EPISODES=4 ROWS="2 2:reference" KROWS="2 2:reference" \
 #     SMALL=1 bash benchmarks/gpu_checks.sh profile step c7_iqflow c7_iqflow fig8 er105
+#   (issue 15's: c7_iqflow_authors fig10_authors er52_id_authors er105_authors likewise)
 #   (learners_ENV likewise, e.g. with LEARNERS_FLAGS="--mechanism none id --learner ppo")
 set -u
 OUT=${OUT:?set OUT to the folder for the JSON and logs}
@@ -108,12 +115,28 @@ for job in "$@"; do
         --sweep c1=0,0.25 c2=0,1.4924e-4 ;;
     er105)
       resumable "$job" 1000000 20000 benchmarks.escape_room --n 10 --m 5 --alg iqflow ;;
+    er52_authors|er52_id_authors|er105_authors|er105_id_authors)
+      room=${job%%_*}; recipe=${job#*_}
+      n=$([ "$room" = er52 ] && echo 5 || echo 10); m=$([ "$room" = er52 ] && echo 2 || echo 5)
+      resumable "$job" 1000000 20000 benchmarks.escape_room --n "$n" --m "$m" --alg iqflow \
+        --recipe "$recipe" ;;
+    fig10|fig10_authors)
+      recipe=paper source=c7_iqflow
+      [ "$job" = fig10_authors ] && recipe=authors source=c7_iqflow_authors
+      if [ ! -d "$CKPT/$source/iqflow" ]; then
+        echo "$job: no checkpoint at $CKPT/$source/iqflow; run the $source job first" \
+          | tee -a "$OUT/gpu_checks.log"
+        continue
+      fi
+      resumable "$job" 10 1000 benchmarks.cleanup --map 7x7 --alg pretrained \
+        --recipe "$recipe" --mechanism-from "$CKPT/$source/iqflow" ;;
     learners_ipd|learners_er|learners_cleanup)
       env=${job#learners_}
       length=$(case $env in ipd) echo 3000 ;; er) echo 25000 ;; *) echo 20000 ;; esac)
       # shellcheck disable=SC2086  # LEARNERS_FLAGS is a list of flags
       resumable "$job" 10 "$length" benchmarks.learners --env "$env" ${LEARNERS_FLAGS:-} ;;
-    *) echo "unknown job $job (profile, step, c7_ALG[_RECIPE], fig8, er105, learners_ENV)"
+    *) echo "unknown job $job (profile, step, c7_ALG[_RECIPE], fig8, er105, erNM_RECIPE," \
+            "fig10[_RECIPE], learners_ENV)"
        exit 2 ;;
   esac
   echo "$job rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu_checks.log"
