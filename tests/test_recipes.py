@@ -63,16 +63,20 @@ def test_paper_runs_give_the_numbers_from_before_recipes():
     returns, and the sum and the sum of magnitudes of every learned array of the final
     state (agents, critics, incentive nets, optimiser statistics), equal those of the
     code of e226a82, before any SPEC §6 row existed. Bit for bit on the machine that
-    recorded them (CPU-2, at the suite's -O0); the 1e-7 leaves room for another CPU's
-    instruction set, and is far below what any change of the computation moves."""
+    recorded them (CPU-2, at the suite's -O0). Another CPU rounds float32 otherwise: on
+    the EPYC of 2026-12-07 (AVX2, no AVX-512) the returns were equal and the leaves' sums
+    within 1.6e-5 of their magnitudes (ER's IQ-Flow optimiser statistics), so a leaf may
+    differ by 1e-4 of its sum of magnitudes, far below what a change of the computation
+    moves."""
     saved = json.load(open(golden.PATH))["runs"]
     for name, config in golden.tiny_runs().items():
         now = golden.fingerprint(config)
         np.testing.assert_allclose(now["eval_return"], saved[name]["eval_return"], rtol=1e-7,
                                    err_msg=name)
         assert sorted(now["leaves"]) == sorted(saved[name]["leaves"]), name
-        for leaf, sums in saved[name]["leaves"].items():
-            np.testing.assert_allclose(now["leaves"][leaf], sums, rtol=1e-7, atol=1e-12,
+        for leaf, sums in saved[name]["leaves"].items():  # sums: (sum, sum of magnitudes)
+            np.testing.assert_allclose(now["leaves"][leaf], sums, rtol=0,
+                                       atol=1e-4 * abs(sums[-1]) + 1e-12,
                                        err_msg=f"{name} {leaf}")
 
 
