@@ -155,3 +155,29 @@ def test_resume_continues_the_runs_begun_and_starts_the_others(tmp_path, capsys)
     with pytest.raises(ValueError, match="--resume: no checkpoint under"):
         learners.main(learners.Args(learner=("pg",), resume=True,
                                     **{**common, "checkpoint_dir": str(tmp_path / "none")}))
+
+
+def test_reward_offset_pays_each_agent_the_constant_and_changes_nothing_else():
+    """benchmarks.ppo_offset's wrapper: the IPD's reward at every step plus the offset,
+    per agent; observation, discount and step type unchanged; `offset_env` restores
+    the factory afterwards."""
+    import envs_jax
+    from benchmarks.ppo_offset import RewardOffset, offset_env
+
+    make = envs_jax.make
+    with offset_env(0.25):
+        wrapped = envs_jax.make("ipd")
+    assert envs_jax.make is make and isinstance(wrapped, RewardOffset)
+    plain = envs_jax.make("ipd")
+    key = jax.random.PRNGKey(3)
+    state, _ = plain.reset(key)
+    wrapped_state, _ = wrapped.reset(key)
+    for action in ([0, 1], [1, 1], [1, 0]):  # C/D, D/D, D/C: payoffs differ per agent
+        state, step = plain.step(state, np.array(action))
+        wrapped_state, wrapped_step = wrapped.step(wrapped_state, np.array(action))
+        np.testing.assert_allclose(wrapped_step.reward, step.reward + 0.25, rtol=0, atol=1e-6)
+        assert not np.allclose(step.reward[0], step.reward[1]) or action == [1, 1]
+        np.testing.assert_array_equal(wrapped_step.observation, step.observation)
+        np.testing.assert_array_equal(wrapped_step.discount, step.discount)
+        assert int(wrapped_step.step_type) == int(step.step_type)
+    assert wrapped.observation_spec == plain.observation_spec
