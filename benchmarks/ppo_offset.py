@@ -9,17 +9,17 @@ PPO cell without a mechanism on Cleanup 7x7 with every agent's reward raised by 
 same constant at every step (`RewardOffset`), one run per offset, same seeds, and
 reports the evaluated environment return with the offset taken back out (2 agents x
 50 steps x offset: Cleanup's episodes have a fixed length). Offset 0 is the table's
-`none+ppo` cell. A diagnostic: it patches the environment factory `envs_jax.make`
-for the duration of each run (`offset_env`).
+`none+ppo` cell's config (a run of its own). A diagnostic: it patches the
+environment factory `envs_jax.make` for the duration of each run (`offset_env`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from unittest import mock
 from dataclasses import dataclass
 from typing import Literal
+from unittest import mock
 
 import numpy as np
 import tyro
@@ -33,20 +33,31 @@ from jaxsim.runner import run
 
 
 class RewardOffset(MultiAgentEnv):
-    """`env` with `offset` added to every agent's reward at every step."""
+    """`env` with `offset` added to every agent's reward at every step; everything else
+    (observations, specs, episodes, compact replay form, central state) is `env`'s."""
 
     def __init__(self, env: MultiAgentEnv, offset: float):
         self.env, self.offset = env, float(offset)
         self.num_agents, self.num_actions = env.num_agents, env.num_actions
         self.max_steps = env.max_steps
+        self.has_central_state = env.has_central_state
         super().__init__()
 
-    def __getattr__(self, name):  # observation_spec, compact forms, ...: the wrapped env's
-        return getattr(self.__dict__["env"], name)
+    def __repr__(self) -> str:
+        return f"RewardOffset({self.env!r}, {self.offset:g})"
 
     @property
     def observation_spec(self):
         return self.env.observation_spec
+
+    def compact(self, state):
+        return self.env.compact(state)
+
+    def observe_compact(self, *compact):
+        return self.env.observe_compact(*compact)
+
+    def central_state(self, obs):
+        return self.env.central_state(obs)
 
     def reset(self, key):
         return self.env.reset(key)
@@ -81,6 +92,10 @@ class Args:
 def main(args: Args) -> dict:
     if args.seeds < 1 or args.episodes < 1:
         raise ValueError("--seeds and --episodes must be >= 1")
+    offsets = [float(o) for o in args.offset]
+    if not offsets or not np.all(np.isfinite(offsets)) or len(set(offsets)) < len(offsets):
+        raise ValueError("--offset needs one or more distinct finite numbers, got "
+                         f"{list(args.offset)}")
     base = LearnerArgs(env=("cleanup",), mechanism=("none",), learner=("ppo",),
                        seeds=args.seeds, episodes=args.episodes,
                        eval_period=args.eval_period, wandb_mode="disabled", progress=False)
@@ -90,7 +105,7 @@ def main(args: Args) -> dict:
     env = envs_jax.make(config.env, **dict(config.env_params))
     steps = env.num_agents * env.max_steps  # Cleanup's episodes all last max_steps
     runs = {}
-    for offset in args.offset:
+    for offset in offsets:
         with offset_env(offset):
             result = run(config, wandb_mode="disabled", progress=False)
         returns = np.asarray(result.eval_metrics["eval/return"], float) - steps * offset
@@ -106,7 +121,7 @@ def main(args: Args) -> dict:
         write_json(args.out, payload)
     print(f"\nPPO alone on Cleanup 7x7 (advantages: {args.advantage_norm}), every agent paid "
           f"a constant per step; env return, offset removed, {args.seeds} seeds")
-    print("offset   " + "  ".join(f"{e:>6d}" for e in runs[f"{args.offset[0]:g}"]["eval_episodes"])
+    print("offset   " + "  ".join(f"{e:>6d}" for e in runs[f"{offsets[0]:g}"]["eval_episodes"])
           + "   final 95% interval")
     for name, r in runs.items():
         lo, hi = r["final_return_ci95"]

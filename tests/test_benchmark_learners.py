@@ -181,3 +181,35 @@ def test_reward_offset_pays_each_agent_the_constant_and_changes_nothing_else():
         np.testing.assert_array_equal(wrapped_step.discount, step.discount)
         assert int(wrapped_step.step_type) == int(step.step_type)
     assert wrapped.observation_spec == plain.observation_spec
+
+
+def test_reward_offset_reaches_the_runs_environment_and_keeps_cleanups_compact_form():
+    """What `offset_env` patches is what `Experiment` builds its environment with, and
+    the wrapper hands Cleanup's compact replay form through unchanged."""
+    import envs_jax
+    from benchmarks.learners import Args as LearnerArgs
+    from benchmarks.learners import make_config
+    from benchmarks.ppo_offset import RewardOffset, offset_env
+    from jaxsim.train import Experiment
+
+    config = make_config(LearnerArgs(env=("cleanup",), mechanism=("none",), learner=("ppo",),
+                                     seeds=1, episodes=100), "none+ppo", "cleanup")
+    with offset_env(0.5):
+        env = Experiment(config).env
+    assert isinstance(env, RewardOffset) and env.offset == 0.5
+    assert not isinstance(Experiment(config).env, RewardOffset)
+    plain = envs_jax.make(config.env, **dict(config.env_params))
+    state, _ = plain.reset(jax.random.PRNGKey(0))
+    assert env.stores_compact and plain.stores_compact
+    compact = env.compact(state)
+    np.testing.assert_array_equal(env.observe_compact(*compact),
+                                  plain.observe_compact(*plain.compact(state)))
+
+
+@pytest.mark.parametrize("offset", [(), (0.1, 0.1), (float("nan"),)])
+def test_ppo_offset_refuses_bad_offsets_before_building_anything(offset, monkeypatch):
+    from benchmarks import ppo_offset
+
+    monkeypatch.setattr(ppo_offset, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match="distinct finite"):
+        ppo_offset.main(ppo_offset.Args(offset=offset))
